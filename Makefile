@@ -1,0 +1,67 @@
+# jupyter-tre: the front door. `make demo` and `make test` are all a new host needs.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: help demo stop test check format bench image docs prereqs venv clean
+
+help: ## Show the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+prereqs: ## Install the host packages the project needs (as root; otherwise says what)
+	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || scripts/install-prereqs python
+	@scripts/install-prereqs data
+
+$(INSTALLED): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is needed; set PYTHON=")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+venv: $(INSTALLED) ## Create .venv with jupyter-tre and its development tools
+
+demo: prereqs venv ## Set up and run the demo site (see README: what it does today)
+	$(BIN)/tre policy validate policies/demo
+	$(BIN)/tre demo data
+	@echo
+	@echo "Demo silos written to var/silos (synthetic EMR + real sample files)."
+	@echo "Policy: policies/demo. Demo logins: alice, bob, carla (researchers), olivia, oscar"
+	@echo "(output checkers), adam (administrator), pat (patients' representative)."
+	@echo "The hub, ingest and review services are not part of the demo yet: see README."
+
+stop: ## Stop the demo stack
+	@echo "Nothing to stop: the demo does not start long-running services yet."
+
+test: prereqs venv ## Run the whole test suite
+	@rc=0; $(BIN)/pytest $(PYTEST_ARGS) || rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$rc
+
+check: venv ## Lint, format check, type check, schema drift
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/tre policy schema --check
+
+format: venv ## Apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: prereqs venv ## Run the benchmarks (side by side with the tools users would otherwise pick)
+	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b; done
+
+image: ## Build the workspace image
+	@echo "The workspace image arrives with the Workspaces issue (images/, tre image build)." >&2; exit 1
+
+docs: venv ## Regenerate the generated reference docs
+	$(BIN)/typer tre.cli utils docs --name tre --title "tre command reference" --output docs/reference/cli.md
+	$(BIN)/tre policy schema
+
+clean: ## Remove the virtual environment (var/ is runtime state and is kept)
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

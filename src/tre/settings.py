@@ -1,0 +1,136 @@
+"""Operator settings: where the site's policy and all runtime state live.
+
+Settings are loaded once, by an explicit `load_settings(path, env)` call; nothing
+reads the environment at import time. Every runtime path derives from `var_dir`,
+so one folder holds a site's silos, dataset versions, keys, databases and logs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+SETTINGS_ENV = "TRE_SETTINGS"
+"""Environment variable naming the settings file, when no path is given."""
+
+ENV_OVERRIDES: Mapping[str, str] = {
+    "TRE_VAR_DIR": "var_dir",
+    "TRE_POLICY_DIR": "policy_dir",
+}
+"""Environment variables that override single settings (for tests and the demo)."""
+
+
+class SettingsError(ValueError):
+    """A settings file or override is unreadable or invalid; the message says where."""
+
+
+class Settings(BaseModel):
+    """Operator settings for one site."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    policy_dir: Path = Field(
+        default=Path("policies/demo"),
+        description="Folder with the site's policy YAML files (datasets, projects, permits, ...).",
+    )
+    var_dir: Path = Field(
+        default=Path("var"),
+        description="Folder holding all runtime state; see the README for its layout.",
+    )
+
+    @property
+    def silos_dir(self) -> Path:
+        """Hospital source exports ("silos") that ingest reads; never mounted anywhere."""
+        return self.var_dir / "silos"
+
+    @property
+    def datasets_dir(self) -> Path:
+        """Immutable pseudonymised dataset versions written by ingest."""
+        return self.var_dir / "datasets"
+
+    @property
+    def keys_dir(self) -> Path:
+        """Pseudonym key material (ingest host only, mode 0700)."""
+        return self.var_dir / "keys"
+
+    @property
+    def db_dir(self) -> Path:
+        """SQLite databases of the hub and the services (the embedded default)."""
+        return self.var_dir / "db"
+
+    @property
+    def logs_dir(self) -> Path:
+        """Service logs and the append-only audit log."""
+        return self.var_dir / "logs"
+
+    @property
+    def workspaces_dir(self) -> Path:
+        """One read-write folder per project, shared by its members."""
+        return self.var_dir / "workspaces"
+
+    @property
+    def releases_dir(self) -> Path:
+        """The review service's immutable copies of submitted and released outputs."""
+        return self.var_dir / "releases"
+
+
+def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Load settings from `path` (or `$TRE_SETTINGS`), then apply environment overrides.
+
+    Relative paths in a settings file are taken relative to the file's folder, so
+    a site can keep its settings beside its policy.
+    """
+    env = os.environ if env is None else env
+    if path is None and env.get(SETTINGS_ENV):
+        path = Path(env[SETTINGS_ENV])
+    values: dict[str, Any] = {}
+    if path is not None:
+        values = _read_settings_file(path)
+        for field in ("policy_dir", "var_dir"):
+            if isinstance(values.get(field), str):
+                values[field] = _anchor(Path(values[field]), path.parent)
+    for var, field in ENV_OVERRIDES.items():
+        if env.get(var):
+            values[field] = _anchor(Path(env[var]), Path.cwd())
+    try:
+        settings = Settings.model_validate(values)
+    except ValidationError as exc:
+        where = str(path) if path is not None else "environment"
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        allowed = ", ".join(Settings.model_fields)
+        raise SettingsError(f"{where}: {problems} (allowed settings: {allowed})") from exc
+    return settings.model_copy(
+        update={
+            "policy_dir": _anchor(settings.policy_dir, Path.cwd()),
+            "var_dir": _anchor(settings.var_dir, Path.cwd()),
+        }
+    )
+
+
+def _read_settings_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SettingsError(f"{path}: cannot read settings file: {exc.strerror}") from exc
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SettingsError(f"{path}: not valid YAML: {exc}") from exc
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise SettingsError(
+            f"{path}: expected a mapping of setting: value, got {type(loaded).__name__}"
+        )
+    return dict(loaded)
+
+
+def _anchor(p: Path, base: Path) -> Path:
+    return p if p.is_absolute() else (base / p)
