@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help demo stop test check format bench image docs prereqs venv clean
+.PHONY: help demo stop test check format bench image docs prereqs venv idp clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -27,7 +27,14 @@ $(INSTALLED): pyproject.toml
 
 venv: $(INSTALLED) ## Create .venv with jupyter-tre and its development tools
 
-demo: prereqs venv ## Set up and run the demo site (see README: what it does today)
+IDP_MODULES := demo-idp/node_modules/.package-lock.json
+
+$(IDP_MODULES): demo-idp/package-lock.json
+	npm ci --no-audit --no-fund --prefix demo-idp
+
+idp: $(IDP_MODULES) ## Install the bundled demo OIDC provider's Node packages
+
+demo: prereqs venv $(IDP_MODULES) ## Set up and run the demo site (see README: what it does today)
 	$(BIN)/tre policy validate policies/demo
 	$(BIN)/tre demo data
 	@echo
@@ -39,7 +46,7 @@ demo: prereqs venv ## Set up and run the demo site (see README: what it does tod
 stop: ## Stop the demo stack
 	@echo "Nothing to stop: the demo does not start long-running services yet."
 
-test: prereqs venv ## Run the whole test suite
+test: prereqs venv $(IDP_MODULES) ## Run the whole test suite
 	@rc=0; $(BIN)/pytest $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$rc
 
@@ -64,4 +71,4 @@ docs: venv ## Regenerate the generated reference docs
 	$(BIN)/tre policy schema
 
 clean: ## Remove the virtual environment (var/ is runtime state and is kept)
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache demo-idp/node_modules

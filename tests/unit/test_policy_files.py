@@ -31,7 +31,7 @@ def test_unknown_field_lists_the_allowed_fields(site: Path, edit: Edit) -> None:
 def test_value_outside_an_enumeration(site: Path, edit: Edit) -> None:
     edit("datasets.yaml", "modality: nifti", "modality: mri")
     assert findings(site) == [
-        "datasets.yaml:58: error: datasets[2].modality: 'mri' is not allowed (allowed: 'emr', "
+        "datasets.yaml:60: error: datasets[2].modality: 'mri' is not allowed (allowed: 'emr', "
         "'dicom', 'nifti', 'vcf', 'bam', 'tissue' or 'single-cell')"
     ]
 
@@ -70,9 +70,9 @@ def test_dates_out_of_order(site: Path, edit: Edit) -> None:
 def test_dataset_location_must_stay_inside_the_datasets_folder(site: Path, edit: Edit) -> None:
     edit(
         "datasets.yaml",
-        '      - id: "1"\n        created: 2026-11-01\n        description:',
+        '      - id: "1"\n        created: 2026-11-01\n        source: emr\n',
         '      - id: "1"\n        location: ../../etc\n        created: 2026-11-01\n'
-        "        description:",
+        "        source: emr\n",
     )
     assert findings(site) == [
         "datasets.yaml:32: error: datasets[0].versions[0].location: must be a relative path "
@@ -80,12 +80,20 @@ def test_dataset_location_must_stay_inside_the_datasets_folder(site: Path, edit:
     ]
 
 
+def test_source_must_stay_inside_the_silos_folder(site: Path, edit: Edit) -> None:
+    edit("datasets.yaml", "        source: emr\n", "        source: /etc/shadow\n")
+    assert findings(site) == [
+        "datasets.yaml:33: error: datasets[0].versions[0].source: must be a relative path "
+        "below the silos directory, without '..' or '//'"
+    ]
+
+
 def test_unknown_placeholder_in_location(site: Path, edit: Edit) -> None:
     edit(
         "datasets.yaml",
-        '      - id: "1"\n        created: 2026-11-01\n        description:',
+        '      - id: "1"\n        created: 2026-11-01\n        source: emr\n',
         '      - id: "1"\n        location: "{site}/{dataset}"\n        created: 2026-11-01\n'
-        "        description:",
+        "        source: emr\n",
     )
     assert findings(site) == [
         "datasets.yaml:32: error: datasets[0].versions[0].location: unknown placeholder {site}; "
@@ -220,3 +228,16 @@ def test_a_schema_rejects_what_the_model_rejects() -> None:
 def test_a_future_date_still_validates_the_demo_files_structurally() -> None:
     report = validate_policy(DEMO_POLICY, date(2030, 1, 1))
     assert {f.field for f in report.errors} == {"permits[0].expiry", "permits[1].expiry"}
+
+
+def test_dicom_options_that_exclude_each_other(site: Path, edit: Edit) -> None:
+    edit(
+        "datasets.yaml",
+        "    modality: dicom\n",
+        "    modality: dicom\n    deidentification:\n      dicom_options:\n"
+        "        [retain_longitudinal_full_dates, retain_longitudinal_modified_dates]\n",
+    )
+    assert findings(site) == [
+        "datasets.yaml:43: error: datasets[1].deidentification: dicom_options: "
+        "retain_longitudinal_full_dates and retain_longitudinal_modified_dates exclude each other"
+    ]

@@ -73,6 +73,80 @@ class Period(PolicyModel):
         return self
 
 
+class DateHandling(StrEnum):
+    """How ingest treats dates: shift per patient (intervals kept) or generalise."""
+
+    shift = "shift"
+    month = "month"
+    year = "year"
+
+
+class DicomOption(StrEnum):
+    """Options of the DICOM PS3.15 Basic Application Level Confidentiality Profile.
+
+    Each names an option column of PS3.15 Table E.1-1 and has a code in CID 7050.
+    """
+
+    clean_graphics = "clean_graphics"
+    clean_structured_content = "clean_structured_content"
+    clean_descriptors = "clean_descriptors"
+    retain_longitudinal_full_dates = "retain_longitudinal_full_dates"
+    retain_longitudinal_modified_dates = "retain_longitudinal_modified_dates"
+    retain_patient_characteristics = "retain_patient_characteristics"
+    retain_device_identity = "retain_device_identity"
+    retain_uids = "retain_uids"
+    retain_safe_private = "retain_safe_private"
+    retain_institution_identity = "retain_institution_identity"
+
+
+class BurnedInTextHandling(StrEnum):
+    """What ingest does with an image that may carry burned-in text."""
+
+    quarantine = "quarantine"
+    mask = "mask"
+
+
+class Deidentification(PolicyModel):
+    """How ingest de-identifies this dataset, beyond what every dataset gets."""
+
+    dates: DateHandling = Field(
+        default=DateHandling.shift,
+        description="shift: per-patient offset, intervals kept; month/year: generalised.",
+    )
+    max_date_shift_days: int = Field(
+        default=365, ge=1, le=3650, description="Largest date shift, in days, either way."
+    )
+    dicom_options: tuple[DicomOption, ...] = Field(
+        default=(DicomOption.clean_descriptors, DicomOption.retain_longitudinal_modified_dates),
+        description="PS3.15 profile options applied on top of the basic profile.",
+    )
+    safe_private_tags: tuple[str, ...] = Field(
+        default=(),
+        description=(
+            "Private DICOM elements kept with retain_safe_private, as "
+            "'<private creator>/<gggg>,xx<ee>' (e.g. 'SIEMENS CSA HEADER/0029,xx08')."
+        ),
+    )
+    burned_in_text: BurnedInTextHandling = Field(
+        default=BurnedInTextHandling.quarantine,
+        description="Images that may carry burned-in text: quarantined for review, or masked.",
+    )
+    deface: bool = Field(default=False, description="Deface head MRI volumes (NIfTI).")
+
+    @model_validator(mode="after")
+    def _dates_consistent(self) -> Deidentification:
+        both = {
+            DicomOption.retain_longitudinal_full_dates,
+            DicomOption.retain_longitudinal_modified_dates,
+        }
+        if both <= set(self.dicom_options):
+            raise ValueError(
+                "dicom_options: retain_longitudinal_full_dates and "
+                "retain_longitudinal_modified_dates exclude each other"
+            )
+        return self
+
+
 LOCATION_FIELDS = frozenset({"project", "dataset", "version"})
 
 
@@ -82,6 +156,10 @@ class DatasetVersion(PolicyModel):
     id: NonEmptyText = Field(description="Version label, e.g. '1' or '2026-11'.")
     created: date
     description: str | None = None
+    source: str | None = Field(
+        default=None,
+        description="Folder under the silos directory this version is extracted from.",
+    )
     location: str = Field(
         default="{project}/{dataset}/{version}",
         description=(
@@ -96,6 +174,13 @@ class DatasetVersion(PolicyModel):
     number_of_records: int | None = Field(default=None, ge=0)
     number_of_unique_individuals: int | None = Field(default=None, ge=0)
 
+    @field_validator("source")
+    @classmethod
+    def _source_relative(cls, value: str | None) -> str | None:
+        if value is not None:
+            _check_relative(value, "silos")
+        return value
+
     @field_validator("location")
     @classmethod
     def _relative_inside(cls, value: str) -> str:
@@ -106,11 +191,7 @@ class DatasetVersion(PolicyModel):
                 f"unknown placeholder {{{sorted(unknown)[0]}}}; allowed: "
                 + ", ".join(f"{{{n}}}" for n in sorted(LOCATION_FIELDS))
             )
-        parts = value.replace("\\", "/").split("/")
-        if value.startswith("/") or ".." in parts or "" in parts:
-            raise ValueError(
-                "must be a relative path below the datasets directory, without '..' or '//'"
-            )
+        _check_relative(value, "datasets")
         return value
 
     def folder(self, dataset: str, project: str) -> str:
@@ -170,6 +251,9 @@ class Dataset(PolicyModel):
     restrictions: tuple[Restriction, ...] = Field(
         default=(), description="IP, sponsor-contract or consent clauses that limit reuse."
     )
+    deidentification: Deidentification = Field(
+        default_factory=Deidentification, description="How ingest de-identifies this dataset."
+    )
     versions: tuple[DatasetVersion, ...] = Field(default=(), description="Immutable versions.")
 
     @model_validator(mode="after")
@@ -192,6 +276,14 @@ class Dataset(PolicyModel):
 
     def restriction(self, restriction_id: str) -> Restriction | None:
         return next((r for r in self.restrictions if r.id == restriction_id), None)
+
+
+def _check_relative(value: str, below: str) -> None:
+    parts = value.replace("\\", "/").split("/")
+    if value.startswith("/") or ".." in parts or "" in parts:
+        raise ValueError(
+            f"must be a relative path below the {below} directory, without '..' or '//'"
+        )
 
 
 def _require_unique(what: str, ids: list[str]) -> None:
