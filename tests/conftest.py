@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import DEMO_POLICY, Edit
+from tests.support import DEMO_POLICY, DEMO_TODAY, Edit
+from tre.policy import Policy, load_policy
+from tre.settings import Settings
 
 
 @pytest.fixture
@@ -29,3 +31,34 @@ def edit(site: Path) -> Edit:
         path.write_text(text.replace(old, new), encoding="utf-8")
 
     return _edit
+
+
+@pytest.fixture(scope="session")
+def demo_silos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo hospital's source silos (default seed, 200 patients), written once per run.
+
+    Tests must treat this folder as read-only: it is shared by the whole session.
+    """
+    from tre.demo.silos import write_demo_silos
+
+    out = tmp_path_factory.mktemp("silos-session") / "silos"
+    write_demo_silos(out)
+    return out
+
+
+@pytest.fixture
+def tre_site(tmp_path: Path, demo_silos: Path) -> Settings:
+    """Settings for a fresh site: its own var/ with a new master key, the shared demo silos."""
+    from tre.pseudonym import create_master_key, default_master_key_path
+
+    var = tmp_path / "var"
+    var.mkdir()
+    (var / "silos").symlink_to(demo_silos, target_is_directory=True)
+    settings = Settings(policy_dir=DEMO_POLICY, var_dir=var)
+    create_master_key(default_master_key_path(settings.keys_dir))
+    return settings
+
+
+@pytest.fixture(scope="session")
+def demo_policy() -> Policy:
+    return load_policy(DEMO_POLICY, DEMO_TODAY)

@@ -7,9 +7,10 @@ thin wrapper that loads settings, calls a package function and reports.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -20,6 +21,9 @@ from . import __version__
 from .policy import Severity, validate_policy
 from .policy.schema import stale_schemas, write_schemas
 from .settings import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from .pseudonym import OptOutRegister
 
 app = typer.Typer(
     name="tre",
@@ -33,8 +37,28 @@ policy_app = typer.Typer(
 demo_app = typer.Typer(
     help="Demo site: synthetic source data for trying the TRE out.", no_args_is_help=True
 )
+key_app = typer.Typer(
+    help="The site master key that all pseudonyms derive from (ingest host only).",
+    no_args_is_help=True,
+)
+optout_app = typer.Typer(
+    help="The opt-out register (EHDS Art. 71): reversible, no reason needed.",
+    no_args_is_help=True,
+)
+ingest_app = typer.Typer(
+    help="Pseudonymise source silos into immutable dataset versions (ingest host only).",
+    no_args_is_help=True,
+)
 app.add_typer(policy_app, name="policy")
 app.add_typer(demo_app, name="demo")
+app.add_typer(key_app, name="key")
+app.add_typer(optout_app, name="optout")
+app.add_typer(ingest_app, name="ingest")
+stack_app = typer.Typer(
+    help="The embedded stack on this host: demo OIDC provider and JupyterHub.",
+    no_args_is_help=True,
+)
+app.add_typer(stack_app, name="stack")
 
 out = Console(soft_wrap=True, highlight=False)
 err = Console(stderr=True, soft_wrap=True, highlight=False)
@@ -71,6 +95,19 @@ def version() -> None:
     out.print(__version__)
 
 
+def _parse_day(value: str | None, option: str) -> date:
+    try:
+        return date.fromisoformat(value) if value else date.today()
+    except ValueError as exc:
+        err.print(f"[red]error:[/red] {option} {value!r} is not a date; expected YYYY-MM-DD")
+        raise typer.Exit(2) from exc
+
+
+def _fail(message: object) -> NoReturn:
+    err.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(1)
+
+
 def _resolve_site(site: str | None, settings: Settings) -> Path:
     if site is None:
         return settings.policy_dir
@@ -96,11 +133,7 @@ def policy_validate(
     ] = None,
 ) -> None:
     """Check every policy file and the references between them. Exit 1 on any error."""
-    try:
-        on = date.fromisoformat(today) if today else date.today()
-    except ValueError as exc:
-        err.print(f"[red]error:[/red] --today {today!r} is not a date; expected YYYY-MM-DD")
-        raise typer.Exit(2) from exc
+    on = _parse_day(today, "--today")
     policy_dir = _resolve_site(site, _settings(ctx))
     report = validate_policy(policy_dir, on)
     if as_json:
@@ -196,3 +229,249 @@ def demo_data(
     for modality, n in sorted(counts.items()):
         table.add_row(modality, str(n))
     out.print(table)
+
+
+@key_app.command("create")
+def key_create(
+    ctx: typer.Context,
+    if_missing: Annotated[
+        bool, typer.Option("--if-missing", help="Do nothing when a key exists already.")
+    ] = False,
+) -> None:
+    """Create the site master key (mode 0600). Never overwrites: pseudonyms would change."""
+    from .pseudonym import (
+        KeyCustodyError,
+        create_master_key,
+        default_master_key_path,
+        load_master_key,
+    )
+
+    path = default_master_key_path(_settings(ctx).keys_dir)
+    try:
+        if if_missing and path.exists():
+            key = load_master_key(path)
+            out.print(f"key exists: {path} (key id {key.key_id})")
+            return
+        key = create_master_key(path)
+    except KeyCustodyError as exc:
+        _fail(exc)
+    out.print(f"created {path} (key id {key.key_id}); back it up offline: see the docs")
+
+
+@key_app.command("show")
+def key_show(ctx: typer.Context) -> None:
+    """Print where the master key is and its public id (never the key)."""
+    from .pseudonym import KeyCustodyError, default_master_key_path, load_master_key
+
+    path = default_master_key_path(_settings(ctx).keys_dir)
+    try:
+        key = load_master_key(path)
+    except KeyCustodyError as exc:
+        _fail(exc)
+    out.print(f"{path}: key id {key.key_id}")
+
+
+PatientArg = Annotated[str, typer.Argument(help="The patient's hospital id.")]
+OnOption = Annotated[
+    str | None, typer.Option("--on", help="Effective date (YYYY-MM-DD); default today.")
+]
+ByOption = Annotated[str, typer.Option("--by", help="Who records this (for the record).")]
+
+
+def _register(ctx: typer.Context) -> OptOutRegister:
+    from .pseudonym import OptOutRegister
+
+    return OptOutRegister.in_keys_dir(_settings(ctx).keys_dir)
+
+
+@optout_app.command("add")
+def optout_add(ctx: typer.Context, patient: PatientArg, by: ByOption, on: OnOption = None) -> None:
+    """Record that a patient opts out; later ingests leave them out of every dataset."""
+    from .pseudonym import OptOutError, OptOutRegisterError, PatientIdError
+
+    try:
+        event = _register(ctx).record_opt_out(
+            patient, recorded_by=by, effective=_parse_day(on, "--on")
+        )
+    except (OptOutError, OptOutRegisterError, PatientIdError) as exc:
+        _fail(exc)
+    out.print(f"opt-out recorded, effective {event.effective}")
+
+
+@optout_app.command("withdraw")
+def optout_withdraw(
+    ctx: typer.Context, patient: PatientArg, by: ByOption, on: OnOption = None
+) -> None:
+    """Record that a patient withdraws an opt-out (opts back in)."""
+    from .pseudonym import OptOutError, OptOutRegisterError, PatientIdError
+
+    try:
+        event = _register(ctx).record_opt_in(
+            patient, recorded_by=by, effective=_parse_day(on, "--on")
+        )
+    except (OptOutError, OptOutRegisterError, PatientIdError) as exc:
+        _fail(exc)
+    out.print(f"opt-out withdrawn, effective {event.effective}")
+
+
+@optout_app.command("status")
+def optout_status(
+    ctx: typer.Context,
+    patient: Annotated[str | None, typer.Argument(help="A hospital id; default: all.")] = None,
+    on: OnOption = None,
+) -> None:
+    """How many patients are opted out on a day, or one patient's history."""
+    from .pseudonym import OptOutRegisterError, PatientIdError
+
+    day = _parse_day(on, "--on")
+    register = _register(ctx)
+    try:
+        if patient is None:
+            out.print(f"{len(register.opted_out(day))} patient(s) opted out on {day}")
+            return
+        for event in register.history(patient):
+            out.print(f"{event.effective} {event.kind} (recorded by {event.recorded_by})")
+        state = "opted out" if register.is_opted_out(patient, day) else "not opted out"
+        out.print(f"on {day}: {state}")
+    except (OptOutRegisterError, PatientIdError) as exc:
+        _fail(exc)
+
+
+def _ingest_progress(progress: Progress) -> Callable[[str, int, int], None]:
+    tasks: dict[str, TaskID] = {}
+
+    def report(label: str, done: int, total: int) -> None:
+        if label not in tasks:
+            tasks[label] = progress.add_task(label, total=total)
+        progress.update(tasks[label], completed=done, total=total)
+
+    return report
+
+
+def _progress_bar() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=err,
+    )
+
+
+@ingest_app.command("run")
+def ingest_run(
+    ctx: typer.Context,
+    project: Annotated[str, typer.Argument(help="Project the version is pseudonymised for.")],
+    dataset: Annotated[str, typer.Argument(help="Dataset id from datasets.yaml.")],
+    version: Annotated[str, typer.Argument(help="Version id from datasets.yaml.")],
+    source: Annotated[
+        Path | None, typer.Option(help="Source folder; default: the version's silo folder.")
+    ] = None,
+    continue_on_error: Annotated[
+        bool,
+        typer.Option(help="Ingest the good files and list the rejects in the manifest."),
+    ] = False,
+    today: Annotated[str | None, typer.Option(help="Ingest as of this date.")] = None,
+) -> None:
+    """Pseudonymise one dataset version for one project and seal it."""
+    from .ingest import IngestError, ingest_version
+    from .policy import PolicyError, load_policy
+
+    settings = _settings(ctx)
+    day = _parse_day(today, "--today")
+    try:
+        policy = load_policy(settings.policy_dir, day)
+        with _progress_bar() as progress:
+            result = ingest_version(
+                settings,
+                policy,
+                project,
+                dataset,
+                version,
+                source=source,
+                continue_on_error=continue_on_error,
+                today=day,
+                progress=_ingest_progress(progress),
+            )
+    except (IngestError, PolicyError) as exc:
+        _fail(exc)
+    counts = result.manifest.counts
+    out.print(
+        f"sealed {result.version_dir}: {counts.output_files} files, {counts.patients} patients, "
+        f"{counts.excluded_opt_out} excluded by opt-out, {counts.rejected} rejected, "
+        f"{counts.quarantined} quarantined"
+    )
+    out.print(f"manifest_sha256: {result.manifest_sha256}")
+    if counts.rejected or counts.quarantined:
+        out.print(f"details for the data manager: {result.record_path}")
+
+
+@ingest_app.command("project")
+def ingest_project(
+    ctx: typer.Context,
+    project: Annotated[str, typer.Argument(help="Project whose granted versions to ingest.")],
+    continue_on_error: Annotated[
+        bool,
+        typer.Option(help="Ingest the good files and list the rejects in the manifest."),
+    ] = False,
+    today: Annotated[str | None, typer.Option(help="Ingest as of this date.")] = None,
+) -> None:
+    """Ingest every dataset version the project's current permits grant; skip sealed ones."""
+    from .ingest import IngestError, granted_versions, ingest_version
+    from .policy import PolicyError, load_policy
+
+    settings = _settings(ctx)
+    day = _parse_day(today, "--today")
+    try:
+        policy = load_policy(settings.policy_dir, day)
+        pending = granted_versions(settings, policy, project, day)
+        if not pending:
+            _fail(f"no current permit of project '{project}' grants any dataset version")
+        table = Table("dataset", "version", "state", "manifest_sha256", title=f"Project {project}")
+        for dataset, version, folder in pending:
+            if folder.exists():
+                table.add_row(dataset, version, "already sealed", "")
+                continue
+            with _progress_bar() as progress:
+                result = ingest_version(
+                    settings,
+                    policy,
+                    project,
+                    dataset,
+                    version,
+                    continue_on_error=continue_on_error,
+                    today=day,
+                    progress=_ingest_progress(progress),
+                )
+            table.add_row(dataset, version, "sealed", result.manifest_sha256)
+    except (IngestError, PolicyError) as exc:
+        _fail(exc)
+    out.print(table)
+
+
+@stack_app.command("start")
+def stack_start(ctx: typer.Context) -> None:
+    """Start the OIDC provider (demo) and JupyterHub in the background; print the address."""
+    from .stack import Stack, StackError, stop_detached
+
+    settings = _settings(ctx)
+    stopped = stop_detached(settings)
+    if stopped:
+        out.print(f"stopped the previous {' and '.join(stopped)}")
+    stack = Stack(settings)
+    try:
+        stack.start()
+    except StackError as exc:
+        _fail(exc)
+    stack.detach()
+    out.print(f"JupyterHub is running at {settings.hub.public_url}")
+    out.print(f"logs: {settings.logs_dir}; stop with `tre stack stop` (or `make stop`)")
+
+
+@stack_app.command("stop")
+def stack_stop(ctx: typer.Context) -> None:
+    """Stop what `tre stack start` started."""
+    from .stack import stop_detached
+
+    stopped = stop_detached(_settings(ctx))
+    out.print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")

@@ -29,6 +29,60 @@ class SettingsError(ValueError):
     """A settings file or override is unreadable or invalid; the message says where."""
 
 
+class OidcSettings(BaseModel):
+    """The site's OpenID Connect provider, for JupyterHub's OAuthenticator."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    issuer: str | None = Field(
+        default=None,
+        description="Issuer URL of the site's provider; unset: the bundled demo provider.",
+    )
+    client_id: str = Field(default="jupyterhub", description="The hub's OAuth client id.")
+    client_secret_file: Path | None = Field(
+        default=None,
+        description="File holding the client secret; default var/hub/oidc-client-secret.",
+    )
+    authorize_url: str | None = Field(default=None, description="Default: issuer + /auth.")
+    token_url: str | None = Field(default=None, description="Default: issuer + /token.")
+    userdata_url: str | None = Field(default=None, description="Default: issuer + /me.")
+    logout_url: str | None = Field(default=None, description="Default: issuer + /session/end.")
+    demo_idp_port: int = Field(
+        default=8090, ge=1, le=65535, description="Port of the bundled demo provider."
+    )
+
+
+class HubSettings(BaseModel):
+    """JupyterHub and the workspace containers it starts."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    public_url: str = Field(
+        default="http://127.0.0.1:8000", description="Where people reach the hub (the proxy)."
+    )
+    hub_port: int = Field(
+        default=8081, ge=1, le=65535, description="The hub's API port, reached by workspaces."
+    )
+    db_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the hub database; default SQLite under var/db.",
+    )
+    image: str = Field(
+        default="jupyter-tre/workspace:latest", description="The workspace image to start."
+    )
+    cpu_limit: float = Field(default=2.0, gt=0, description="Default CPUs per workspace.")
+    mem_limit: str = Field(
+        default="4G", pattern=r"^[1-9][0-9]*[KMGT]$", description="Default memory per workspace."
+    )
+    pids_limit: int = Field(default=512, ge=32, description="Process limit per workspace.")
+    idle_timeout: int = Field(
+        default=3600, ge=60, description="Seconds of inactivity before a workspace is stopped."
+    )
+    permit_check_interval: int = Field(
+        default=30, ge=5, le=60, description="Seconds between checks that stop ended permits."
+    )
+
+
 class Settings(BaseModel):
     """Operator settings for one site."""
 
@@ -42,6 +96,14 @@ class Settings(BaseModel):
         default=Path("var"),
         description="Folder holding all runtime state; see the README for its layout.",
     )
+
+    hub: HubSettings = Field(default_factory=HubSettings)
+    oidc: OidcSettings = Field(default_factory=OidcSettings)
+
+    @property
+    def hub_dir(self) -> Path:
+        """The hub's own state: cookie secret, OIDC client secret, proxy token."""
+        return self.var_dir / "hub"
 
     @property
     def silos_dir(self) -> Path:

@@ -49,7 +49,7 @@ def test_expiry_day_is_the_last_day_of_access() -> None:
 
 
 def test_revocation_takes_effect_on_its_date() -> None:
-    permit = make_permit(revoked={"on": date(2026, 6, 1), "reason": "breach of conditions"})
+    permit = make_permit(revoked={"effective": date(2026, 6, 1), "reason": "breach of conditions"})
     assert permit.can_use(date(2026, 5, 31))
     assert not permit.can_use(date(2026, 6, 1))
     with pytest.raises(PermitError, match="was revoked on 2026-06-01: breach of conditions"):

@@ -47,7 +47,7 @@ def test_unknown_setting_names_the_file_and_the_allowed_ones(tmp_path: Path) -> 
         load_settings(path, env={})
     assert str(caught.value) == (
         f"{path}: var_directory: Extra inputs are not permitted "
-        "(allowed settings: policy_dir, var_dir)"
+        "(allowed settings: policy_dir, var_dir, hub, oidc)"
     )
 
 
@@ -68,3 +68,13 @@ def test_malformed_settings_file(tmp_path: Path, text: str, problem: str) -> Non
 def test_missing_settings_file(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="cannot read settings file: No such file"):
         load_settings(tmp_path / "absent.yaml", env={})
+
+
+def test_nested_hub_settings_name_their_field(tmp_path: Path) -> None:
+    path = tmp_path / "tre.yaml"
+    path.write_text("hub:\n  mem_limit: lots\n", encoding="utf-8")
+    with pytest.raises(SettingsError, match=r"hub\.mem_limit: String should match pattern"):
+        load_settings(path, env={})
+    path.write_text("hub:\n  hub_port: 9999\n  image: my/image:1\n", encoding="utf-8")
+    settings = load_settings(path, env={})
+    assert (settings.hub.hub_port, settings.hub.image) == (9999, "my/image:1")

@@ -498,6 +498,18 @@ class DemoIdP:
         with self.log_path.open(encoding="utf-8", errors="replace") as handle:
             return "".join(deque(handle, maxlen=lines)).rstrip() or "(log is empty)"
 
+    @property
+    def pid(self) -> int | None:
+        """Process id of the running node process, for supervisors that outlive this object."""
+        return self._process.pid if self._process is not None else None
+
+    def detach(self) -> None:
+        """Leave node running after this object is gone (its pid is in `pid` until then)."""
+        self._process = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
     def start(self) -> None:
         if self._process is not None:
             raise DemoIdPError("the demo identity provider is already started")

@@ -56,7 +56,9 @@ class Conditions(PolicyModel):
 
 
 class Revocation(PolicyModel):
-    on: date
+    """The access body's decision to end a permit early."""
+
+    effective: date = Field(description="First day on which the permit grants nothing.")
     reason: NonEmptyText
 
 
@@ -99,7 +101,7 @@ class Permit(PolicyModel):
     def status(self, today: date) -> PermitStatus:
         if self.archived:
             return PermitStatus.archived
-        if self.revoked is not None and self.revoked.on <= today:
+        if self.revoked is not None and self.revoked.effective <= today:
             return PermitStatus.revoked
         if today < self.start:
             return PermitStatus.not_started
@@ -116,7 +118,9 @@ class Permit(PolicyModel):
             PermitStatus.not_started: f"starts on {self.start}",
             PermitStatus.expired: f"expired at the end of {self.expiry}",
             PermitStatus.revoked: (
-                f"was revoked on {self.revoked.on}: {self.revoked.reason}" if self.revoked else ""
+                f"was revoked on {self.revoked.effective}: {self.revoked.reason}"
+                if self.revoked
+                else ""
             ),
             PermitStatus.archived: "is archived",
         }[status]

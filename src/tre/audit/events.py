@@ -1,0 +1,37 @@
+"""Audit events: typed records of who did what, in which project, under which permit, when.
+
+Every event carries the actor, project, permit and time; the `kind` decides which
+detail fields it has. Events are data: nothing here writes or sends them.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class EventKind(StrEnum):
+    spawn_requested = "spawn_requested"
+    spawn_refused = "spawn_refused"
+    server_started = "server_started"
+    server_stopped = "server_stopped"
+    permit_ended_stop = "permit_ended_stop"
+    execute = "execute"
+    file_saved = "file_saved"
+    kernel_event = "kernel_event"
+
+
+class AuditEvent(BaseModel):
+    """One audited action."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: EventKind
+    actor: str = Field(description="Username, or 'system:<component>' for the TRE itself.")
+    project: str | None = None
+    permit: str | None = None
+    at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    detail: dict[str, Any] = Field(default_factory=dict)

@@ -1,0 +1,138 @@
+"""JupyterHub configuration for a site, set from its settings and policy.
+
+`configure(c, settings)` only sets values; `jupyterhub_config.py` calls it and
+nothing else. Every value here is a decision with a reason, written beside it.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sys
+from pathlib import Path
+from typing import Any
+
+from tre.policy import load_policy
+from tre.settings import Settings
+
+from .roles import allowed_groups, load_roles
+
+REPO = Path(__file__).resolve().parents[3]
+PROXY_COMMAND = REPO / "proxy" / "node_modules" / ".bin" / "configurable-http-proxy"
+
+
+def oidc_urls(settings: Settings) -> dict[str, str]:
+    """Endpoints of the OIDC provider (oidc-provider's paths unless the site sets its own)."""
+    oidc = settings.oidc
+    issuer = (oidc.issuer or f"http://127.0.0.1:{oidc.demo_idp_port}").rstrip("/")
+    return {
+        "issuer": issuer,
+        "authorize_url": oidc.authorize_url or f"{issuer}/auth",
+        "token_url": oidc.token_url or f"{issuer}/token",
+        "userdata_url": oidc.userdata_url or f"{issuer}/me",
+        "logout_url": oidc.logout_url or f"{issuer}/session/end",
+    }
+
+
+def client_secret(settings: Settings) -> str:
+    """The hub's OIDC client secret, created (mode 0600) on first use for the demo provider."""
+    path = settings.oidc.client_secret_file or settings.hub_dir / "oidc-client-secret"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(secrets.token_urlsafe(32) + "\n", encoding="utf-8")
+        tmp.chmod(0o600)
+        tmp.replace(path)
+    return path.read_text(encoding="utf-8").strip()
+
+
+def configure(c: Any, settings: Settings) -> None:
+    """Set every JupyterHub value the TRE depends on."""
+    policy = load_policy(settings.policy_dir)
+    hub = settings.hub
+    settings.hub_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    settings.db_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    # Where the hub listens. Workspaces reach the API on their network's gateway;
+    # the host firewall allows them that port and nothing else.
+    c.JupyterHub.bind_url = hub.public_url
+    c.JupyterHub.hub_bind_url = f"http://0.0.0.0:{hub.hub_port}"
+    c.JupyterHub.hub_connect_url = f"http://127.0.0.1:{hub.hub_port}"  # the proxy, on this host
+    c.JupyterHub.db_url = hub.db_url or f"sqlite:///{settings.db_dir / 'jupyterhub.sqlite'}"
+    c.JupyterHub.cookie_secret_file = str(settings.hub_dir / "jupyterhub_cookie_secret")
+    c.JupyterHub.pid_file = str(settings.hub_dir / "jupyterhub.pid")
+    c.ConfigurableHTTPProxy.command = [str(PROXY_COMMAND)]
+    c.ConfigurableHTTPProxy.pid_file = str(settings.hub_dir / "proxy.pid")
+
+    # Identity: the site's OIDC provider; groups from the token decide roles.
+    urls = oidc_urls(settings)
+    c.JupyterHub.authenticator_class = "generic-oauth"
+    c.GenericOAuthenticator.client_id = settings.oidc.client_id
+    c.GenericOAuthenticator.client_secret = client_secret(settings)
+    c.GenericOAuthenticator.oauth_callback_url = f"{hub.public_url}/hub/oauth_callback"
+    c.GenericOAuthenticator.authorize_url = urls["authorize_url"]
+    c.GenericOAuthenticator.token_url = urls["token_url"]
+    c.GenericOAuthenticator.userdata_url = urls["userdata_url"]
+    c.GenericOAuthenticator.logout_redirect_url = urls["logout_url"]
+    c.GenericOAuthenticator.scope = ["openid", "profile", "email", "groups"]
+    c.GenericOAuthenticator.username_claim = policy.site.identity.username_claim
+    c.GenericOAuthenticator.manage_groups = True
+    c.GenericOAuthenticator.auth_state_groups_key = (
+        f"oauth_user.{policy.site.identity.groups_claim}"
+    )
+    c.GenericOAuthenticator.allowed_groups = allowed_groups(policy.site.identity)
+    c.GenericOAuthenticator.admin_groups = set()  # no one gets JupyterHub's admin role
+    c.GenericOAuthenticator.enable_auth_state = False
+
+    # Workspaces: one named server per project, started by the project spawner.
+    c.JupyterHub.spawner_class = "tre.hub.spawner.ProjectSpawner"
+    c.ProjectSpawner.tre_settings_file = str(settings_file_for(settings))
+    c.JupyterHub.allow_named_servers = True
+    c.JupyterHub.named_server_limit_per_user = max(1, len(policy.projects))
+    c.JupyterHub.default_url = "/hub/home"
+    c.DockerSpawner.remove = True  # a restart must never reuse a container's old mounts
+    c.DockerSpawner.pull_policy = "never"  # images are built here; no registry is trusted
+    c.DockerSpawner.name_template = "tre-{username}--{servername}"
+    c.Spawner.http_timeout = 60
+    c.Spawner.start_timeout = 120
+
+    # Idle workspaces are stopped; the project workspace folder is kept.
+    c.JupyterHub.services = [
+        {
+            "name": "idle-culler",
+            "command": [
+                sys.executable,
+                "-m",
+                "jupyterhub_idle_culler",
+                f"--timeout={hub.idle_timeout}",
+            ],
+        },
+        {
+            "name": "permit-watch",
+            "command": [sys.executable, "-m", "tre.hub.permit_watch"],
+            "environment": {"TRE_SETTINGS": str(settings_file_for(settings))},
+        },
+    ]
+    c.JupyterHub.load_roles = [
+        *load_roles(policy.site.identity),
+        {
+            "name": "idle-culler",
+            "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
+            "services": ["idle-culler"],
+        },
+        {
+            "name": "permit-watch",
+            "scopes": ["list:users", "read:users", "read:servers", "delete:servers"],
+            "services": ["permit-watch"],
+        },
+    ]
+
+
+def settings_file_for(settings: Settings) -> Path:
+    """The settings as a file the spawner and services can load (written by the hub)."""
+    path = settings.hub_dir / "settings.json"
+    text = settings.model_dump_json(indent=2)
+    if not path.exists() or path.read_text(encoding="utf-8") != text:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    return path

@@ -1,0 +1,69 @@
+"""JupyterHub roles for the four kinds of TRE user, bound to the site's OIDC groups.
+
+The default `user` role is redefined to almost nothing: JupyterHub's own default
+lets every user mint API tokens and share servers, which would let data leave
+around the controls. Starting workspaces is a researcher's right alone, and no
+role — administrators' included — may access another person's server.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tre.policy import Role
+from tre.policy.site import Identity
+
+BASE_USER_SCOPES = (
+    "read:users:name!user",
+    "read:users:groups!user",
+    "read:servers!user",
+)
+"""What every logged-in person may do: see who they are and their own servers."""
+
+RESEARCHER_SCOPES = (
+    "servers!user",
+    "access:servers!user",
+    "users:activity!user",
+)
+"""Start, stop and use one's own workspaces. No `tokens`, no `shares`."""
+
+ADMIN_SCOPES = (
+    "admin-ui",
+    "list:users",
+    "read:users",
+    "read:servers",
+    "delete:servers",
+    "list:groups",
+    "read:groups",
+    "read:hub",
+)
+"""See users and servers and stop servers — never `access:servers`, `tokens` or `admin:*`."""
+
+
+def load_roles(identity: Identity) -> list[dict[str, Any]]:
+    """`c.JupyterHub.load_roles` for a site."""
+    groups = identity.role_groups
+    return [
+        {
+            "name": "user",
+            "description": "Every logged-in person: their own identity and servers, read only",
+            "scopes": list(BASE_USER_SCOPES),
+        },
+        {
+            "name": "tre-researcher",
+            "description": "Researchers: start and use their own project workspaces",
+            "scopes": list(RESEARCHER_SCOPES),
+            "groups": [groups[Role.researcher]],
+        },
+        {
+            "name": "tre-admin",
+            "description": "Data managers: see users and servers, stop servers; no data access",
+            "scopes": list(ADMIN_SCOPES),
+            "groups": [groups[Role.admin]],
+        },
+    ]
+
+
+def allowed_groups(identity: Identity) -> set[str]:
+    """Groups whose members may log in at all."""
+    return set(identity.role_groups.values())

@@ -1,0 +1,209 @@
+"""DockerSpawner for project workspaces: one container per person and project.
+
+Every start asks the policy again (`check_spawn`), verifies the dataset folders
+against their sealed manifests, and builds the container from the plan alone:
+permitted versions read-only under /data, the project workspace read-write,
+no capabilities, no new privileges, a read-only root, the project's internal
+network and nothing else. Any failure refuses the start (fail closed).
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from dockerspawner import DockerSpawner
+from tornado import web
+from traitlets import Unicode
+
+from tre.audit import AuditEvent, AuditLog, EventKind
+from tre.policy import load_policy
+from tre.settings import Settings, load_settings
+
+from .datasets import DatasetUnavailable, VerificationCache, check_dataset
+from .plan import WORK_DIR, SpawnPlan, SpawnRefused, check_spawn, spawnable
+
+WORKSPACE_UID = 1000
+WORKSPACE_GID = 100
+
+CONTAINER_ENV = {
+    "PYTHONNOUSERSITE": "1",
+    "JUPYTER_RUNTIME_DIR": "/tmp/jupyter/runtime",  # noqa: S108 - tmpfs in the container
+    "IPYTHONDIR": "/tmp/ipython",  # noqa: S108
+    "MPLCONFIGDIR": "/tmp/matplotlib",  # noqa: S108
+    "XDG_CACHE_HOME": "/tmp/cache",  # noqa: S108
+    "NUMBA_CACHE_DIR": "/tmp/numba",  # noqa: S108
+    "JUPYTERLAB_WORKSPACES_DIR": "/tmp/lab/workspaces",  # noqa: S108
+    "JUPYTERLAB_SETTINGS_DIR": "/tmp/lab/user-settings",  # noqa: S108
+}
+"""The root filesystem is read-only: everything a session writes outside work/ is in /tmp."""
+
+
+def hardening(settings: Settings) -> dict[str, Any]:
+    """Docker host configuration every workspace gets, whatever the permit."""
+    return {
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges"],
+        "read_only": True,
+        "tmpfs": {"/tmp": "rw,nosuid,nodev,size=1g,mode=1777"},  # noqa: S108
+        "pids_limit": settings.hub.pids_limit,
+        "privileged": False,
+    }
+
+
+def _escape(path: Path | str) -> str:
+    """DockerSpawner formats volume strings with str.format: keep braces literal."""
+    return str(path).replace("{", "{{").replace("}", "}}")
+
+
+class ProjectSpawner(DockerSpawner):  # type: ignore[misc]
+    """Starts the workspace of one project for one person, as the policy allows today."""
+
+    tre_settings_file = Unicode(
+        "",
+        config=True,
+        help="jupyter-tre settings file (YAML); empty: defaults and environment overrides.",
+    )
+
+    _settings: Settings | None = None
+
+    # -- settings and policy -----------------------------------------------------
+
+    @property
+    def tre_settings(self) -> Settings:
+        if self._settings is None:
+            path = Path(self.tre_settings_file) if self.tre_settings_file else None
+            self._settings = load_settings(path)
+        return self._settings
+
+    def _audit(
+        self, kind: EventKind, project: str | None, permit: str | None, **detail: Any
+    ) -> None:
+        log = AuditLog(self.tre_settings.logs_dir / "audit" / "audit.jsonl")
+        log.append(
+            AuditEvent(
+                kind=kind, actor=self.user.name, project=project, permit=permit, detail=detail
+            )
+        )
+
+    # -- the spawn form ----------------------------------------------------------
+
+    async def options_form(self, spawner: DockerSpawner) -> str:
+        policy = load_policy(self.tre_settings.policy_dir)
+        choices = spawnable(policy, self.user.name, date.today())
+        if not choices:
+            return (
+                "<p>No current permit names you for any project, so there is no workspace "
+                "to start. Ask your principal investigator or the data manager.</p>"
+            )
+        options = []
+        for project, permit in choices:
+            selected = " selected" if project.id == self.name else ""
+            label = (
+                f"{project.title} — {permit.purpose.label}; permit {permit.id} "
+                f"until {permit.expiry}"
+            )
+            options.append(
+                f'<option value="{html.escape(project.id)}"{selected}>{html.escape(label)}</option>'
+            )
+        return (
+            '<label for="tre-project">Project</label>'
+            '<select class="form-control" name="project" id="tre-project">'
+            + "".join(options)
+            + "</select>"
+            "<p>Only the datasets your permit grants are mounted, read-only, under /data. "
+            "Only outputs released by the output checkers leave the workspace.</p>"
+        )
+
+    def options_from_form(self, formdata: dict[str, list[str]]) -> dict[str, str]:
+        return {"project": (formdata.get("project") or [""])[0]}
+
+    def options_from_query(self, query: dict[str, list[str]]) -> dict[str, str]:
+        return self.options_from_form(query)
+
+    # -- start and stop ----------------------------------------------------------
+
+    def requested_project(self) -> str:
+        project = str(self.user_options.get("project") or self.name or "")
+        if not project:
+            raise SpawnRefused("choose a project to start a workspace for")
+        if self.name and project != self.name:
+            raise SpawnRefused(
+                f"the workspace '{self.name}' can only be started for project '{self.name}'"
+            )
+        return project
+
+    def plan(self) -> SpawnPlan:
+        """Ask the policy (again) and check the data; raises `SpawnRefused`."""
+        settings = self.tre_settings
+        policy = load_policy(settings.policy_dir)
+        plan = check_spawn(policy, settings, self.user.name, self.requested_project(), date.today())
+        cache = VerificationCache(settings.hub_dir / "verified-files.json")
+        for mount in plan.datasets:
+            try:
+                check_dataset(mount, cache)
+            except DatasetUnavailable as exc:
+                self.log.error("refusing spawn for %s: %s", self.user.name, exc)
+                raise SpawnRefused(
+                    f"dataset '{mount.dataset}' is not available right now; the data manager "
+                    "has been told"
+                ) from exc
+        return plan
+
+    def apply(self, plan: SpawnPlan) -> None:
+        """Configure this spawner's container from the plan, replacing what config set."""
+        settings = self.tre_settings
+        plan.workspace.mkdir(parents=True, exist_ok=True)
+        os.chown(plan.workspace, WORKSPACE_UID, WORKSPACE_GID)
+        plan.workspace.chmod(0o2770)
+        self.volumes = {
+            _escape(plan.workspace): {"bind": str(WORK_DIR), "mode": "rw"},
+            **{_escape(m.source): {"bind": str(m.target), "mode": "ro"} for m in plan.datasets},
+        }
+        self.read_only_volumes: dict[str, str] = {}
+        self.mounts: list[dict[str, Any]] = []
+        self.image = settings.hub.image
+        self.mem_limit = plan.mem_limit
+        self.cpu_limit = plan.cpu_limit
+        self.extra_host_config = hardening(settings)
+        self.extra_create_kwargs = {
+            "user": f"{WORKSPACE_UID}:{WORKSPACE_GID}",
+            "working_dir": str(WORK_DIR),
+            "labels": {
+                "org.jupyter-tre.project": plan.project,
+                "org.jupyter-tre.permit": plan.permit,
+            },
+        }
+        self.notebook_dir = str(WORK_DIR)
+        self.default_url = "/lab"
+        self.disable_user_config = True
+        self.environment = {**CONTAINER_ENV, **plan.environment}
+        self.args = [f"--ServerApp.terminals_enabled={plan.terminals_allowed}"]
+
+    async def start(self) -> Any:
+        project = self.user_options.get("project") or self.name or None
+        try:
+            plan = self.plan()
+        except SpawnRefused as exc:
+            self._audit(EventKind.spawn_refused, project, None, reason=str(exc))
+            raise web.HTTPError(403, str(exc)) from exc
+        self.apply(plan)
+        self._audit(
+            EventKind.spawn_requested,
+            plan.project,
+            plan.permit,
+            datasets=[f"{m.dataset}@{m.version}" for m in plan.datasets],
+            server=self.name,
+        )
+        result = await super().start()
+        self._audit(EventKind.server_started, plan.project, plan.permit, server=self.name)
+        return result
+
+    async def stop(self, now: bool = False) -> Any:
+        result = await super().stop(now=now)
+        project = self.user_options.get("project") or self.name or None
+        self._audit(EventKind.server_stopped, project, None, server=self.name)
+        return result
