@@ -9,14 +9,15 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help demo stop test check format bench image docs prereqs venv idp clean
+.PHONY: help demo stop test check format bench image docs prereqs venv node clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
-prereqs: ## Install the host packages the project needs (as root; otherwise says what)
+prereqs: ## Install the host packages the project needs and start Docker (as root)
 	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || scripts/install-prereqs python
 	@scripts/install-prereqs data
+	@scripts/ensure-docker var/logs
 
 $(INSTALLED): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is needed; set PYTHON=")'
@@ -28,13 +29,20 @@ $(INSTALLED): pyproject.toml
 venv: $(INSTALLED) ## Create .venv with jupyter-tre and its development tools
 
 IDP_MODULES := demo-idp/node_modules/.package-lock.json
+PROXY_MODULES := proxy/node_modules/.package-lock.json
+NODE_MODULES := $(IDP_MODULES) $(PROXY_MODULES)
 
 $(IDP_MODULES): demo-idp/package-lock.json
+	@scripts/check-node
 	npm ci --no-audit --no-fund --prefix demo-idp
 
-idp: $(IDP_MODULES) ## Install the bundled demo OIDC provider's Node packages
+$(PROXY_MODULES): proxy/package-lock.json
+	@scripts/check-node
+	npm ci --no-audit --no-fund --prefix proxy
 
-demo: prereqs venv $(IDP_MODULES) ## Set up and run the demo site (see README: what it does today)
+node: $(NODE_MODULES) ## Install the Node packages: demo OIDC provider, JupyterHub's proxy
+
+demo: prereqs venv $(NODE_MODULES) ## Set up and run the demo site (see README: what it does today)
 	$(BIN)/tre policy validate policies/demo
 	$(BIN)/tre demo data
 	@echo
@@ -46,7 +54,7 @@ demo: prereqs venv $(IDP_MODULES) ## Set up and run the demo site (see README: w
 stop: ## Stop the demo stack
 	@echo "Nothing to stop: the demo does not start long-running services yet."
 
-test: prereqs venv $(IDP_MODULES) ## Run the whole test suite
+test: prereqs venv $(NODE_MODULES) ## Run the whole test suite
 	@rc=0; $(BIN)/pytest $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$rc
 
@@ -63,12 +71,12 @@ format: venv ## Apply ruff's fixes and formatting
 bench: prereqs venv ## Run the benchmarks (side by side with the tools users would otherwise pick)
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b; done
 
-image: ## Build the workspace image
-	@echo "The workspace image arrives with the Workspaces issue (images/, tre image build)." >&2; exit 1
+image: prereqs venv ## Build the workspace image (reused when its inputs are unchanged)
+	$(BIN)/tre image build
 
 docs: venv ## Regenerate the generated reference docs
 	$(BIN)/typer tre.cli utils docs --name tre --title "tre command reference" --output docs/reference/cli.md
 	$(BIN)/tre policy schema
 
 clean: ## Remove the virtual environment (var/ is runtime state and is kept)
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache demo-idp/node_modules
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache demo-idp/node_modules proxy/node_modules

@@ -59,6 +59,11 @@ stack_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(stack_app, name="stack")
+image_app = typer.Typer(
+    help="The workspace image, built here without any container registry.",
+    no_args_is_help=True,
+)
+app.add_typer(image_app, name="image")
 
 out = Console(soft_wrap=True, highlight=False)
 err = Console(stderr=True, soft_wrap=True, highlight=False)
@@ -475,3 +480,45 @@ def stack_stop(ctx: typer.Context) -> None:
 
     stopped = stop_detached(_settings(ctx))
     out.print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+
+
+@image_app.command("build")
+def image_build(
+    base: Annotated[
+        str, typer.Option(help="Base image; default: a Debian base built here with mmdebstrap.")
+    ] = "tre-base:bookworm",
+    extension_wheel: Annotated[
+        list[Path] | None,
+        typer.Option("--extension-wheel", help="Lab extension wheel(s) to install (repeat)."),
+    ] = None,
+    ca_bundle: Annotated[
+        Path | None,
+        typer.Option(help="CA bundle trusted during the build only (TLS-intercepting proxies)."),
+    ] = None,
+    index_url: Annotated[str | None, typer.Option(help="Python package index to use.")] = None,
+    force: Annotated[
+        bool, typer.Option(help="Rebuild even if the same inputs were built.")
+    ] = False,
+    context: Annotated[Path | None, typer.Option(help="Build context folder.")] = None,
+) -> None:
+    """Build the workspace image (skipped when an image of the same inputs exists)."""
+    from .image import ImageBuildError, build_workspace_image
+
+    with _progress_bar() as progress:
+        try:
+            info = build_workspace_image(
+                context_dir=context,
+                base=base,
+                extension_wheels=tuple(extension_wheel or ()),
+                ca_bundle=ca_bundle,
+                pip_index_url=index_url,
+                force=force,
+                progress=_ingest_progress(progress),
+            )
+        except ImageBuildError as exc:
+            _fail(exc)
+    state = "built" if info.built else "reused"
+    out.print(
+        f"{info.tag} ({state} in {info.seconds:.0f} s, {info.size_bytes / 1e9:.2f} GB); "
+        f"also tagged {info.latest}"
+    )
