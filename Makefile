@@ -42,17 +42,22 @@ $(PROXY_MODULES): proxy/package-lock.json
 
 node: $(NODE_MODULES) ## Install the Node packages: demo OIDC provider, JupyterHub's proxy
 
-demo: prereqs venv $(NODE_MODULES) ## Set up and run the demo site (see README: what it does today)
+demo: prereqs venv $(NODE_MODULES) ## Set up and run the demo site (see README)
 	$(BIN)/tre policy validate policies/demo
+	$(BIN)/tre key create --if-missing
 	$(BIN)/tre demo data
+	$(BIN)/tre ingest project gbm-linkage
+	$(BIN)/tre ingest project hf-outcomes
+	$(BIN)/tre image build
+	$(BIN)/tre stack start
 	@echo
-	@echo "Demo silos written to var/silos (synthetic EMR + real sample files)."
-	@echo "Policy: policies/demo. Demo logins: alice, bob, carla (researchers), olivia, oscar"
-	@echo "(output checkers), adam (administrator), pat (patients' representative)."
-	@echo "The hub, ingest and review services are not part of the demo yet: see README."
+	@echo "Log in at the address above. Demo logins (password: <username>-demo):"
+	@echo "  alice, bob, carla (researchers), olivia, oscar (output checkers),"
+	@echo "  adam (administrator), pat (patients' representative)."
+	@echo "Stop with: make stop"
 
-stop: ## Stop the demo stack
-	@echo "Nothing to stop: the demo does not start long-running services yet."
+stop: ## Stop the demo stack (workspace folders and data are kept)
+	@if [ -x $(BIN)/tre ]; then $(BIN)/tre stack stop; else echo "nothing to stop"; fi
 
 test: prereqs venv $(NODE_MODULES) ## Run the whole test suite
 	@rc=0; $(BIN)/pytest $(PYTEST_ARGS) || rc=$$?; \

@@ -21,7 +21,8 @@ from types import TracebackType
 from typing import Self
 
 from tre.demo.idp import DemoClient, DemoIdP, DemoIdPConfig
-from tre.hub.config import REPO, client_secret, oidc_urls, settings_file_for
+from tre.hub.config import REPO, client_secret, firewall_rules, oidc_urls, settings_file_for
+from tre.hub.firewall import apply_rules
 from tre.policy import load_policy
 from tre.settings import Settings
 
@@ -58,6 +59,7 @@ class Stack:
         for folder in (self.settings.logs_dir, self.settings.hub_dir, self.run_dir):
             folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
+            apply_rules(firewall_rules(self.settings))
             if self.settings.oidc.issuer is None:
                 self._start_idp()
             self._start_hub()

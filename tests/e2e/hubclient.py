@@ -124,6 +124,8 @@ class HubUser:
         while time.monotonic() < deadline:
             info = self.server(server)
             if info and info.get("ready"):
+                # A page first: it runs the OAuth handshake that gives the server's cookie.
+                self.get(f"/user/{self.username}/{server}/lab", allow_redirects=True)
                 status = self.get(f"/user/{self.username}/{server}/api/status")
                 if status.status_code == 200 and status.headers.get("content-type", "").startswith(
                     "application/json"

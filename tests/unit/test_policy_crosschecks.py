@@ -224,3 +224,15 @@ def test_duplicate_ids_and_duplicate_yaml_keys(site: Path, edit: Edit) -> None:
         "permits.yaml:35: error: permits[1].issued: key 'issued' appears more than once; only "
         "one value may be given"
     ]
+
+
+def test_services_load_a_policy_whose_permit_just_expired() -> None:
+    """At run time an expired permit is just expired; only `validate` insists on archiving."""
+    from tre.policy import load_policy
+
+    later = date(2027, 5, 1)
+    policy = load_policy(DEMO_POLICY, later)
+    permit = policy.permit("hf-outcomes-2026")
+    assert permit is not None
+    assert not permit.can_use(later)
+    assert not validate_policy(DEMO_POLICY, later).ok

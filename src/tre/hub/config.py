@@ -14,10 +14,21 @@ from typing import Any
 from tre.policy import load_policy
 from tre.settings import Settings
 
+from .firewall import Ruleset, compute_rules, host_has_ipv6
 from .roles import allowed_groups, load_roles
 
 REPO = Path(__file__).resolve().parents[3]
 PROXY_COMMAND = REPO / "proxy" / "node_modules" / ".bin" / "configurable-http-proxy"
+
+
+def allowed_ports(settings: Settings) -> list[int]:
+    """Ports on its network gateway that a workspace may reach: the hub API (and, later,
+    the hub-side services). Everything else on the host is closed to workspaces."""
+    return [settings.hub.hub_port]
+
+
+def firewall_rules(settings: Settings) -> Ruleset:
+    return compute_rules(allowed_ports(settings), ipv6=host_has_ipv6())
 
 
 def oidc_urls(settings: Settings) -> dict[str, str]:

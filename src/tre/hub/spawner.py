@@ -9,12 +9,14 @@ network and nothing else. Any failure refuses the start (fail closed).
 
 from __future__ import annotations
 
+import asyncio
 import html
 import os
 from datetime import date
 from pathlib import Path
 from typing import Any
 
+import docker
 from dockerspawner import DockerSpawner
 from tornado import web
 from traitlets import Unicode
@@ -23,7 +25,10 @@ from tre.audit import AuditEvent, AuditLog, EventKind
 from tre.policy import load_policy
 from tre.settings import Settings, load_settings
 
+from .config import firewall_rules
 from .datasets import DatasetUnavailable, VerificationCache, check_dataset
+from .firewall import FirewallError, check_rules
+from .networks import ProjectNetwork, ProjectNetworkError, ensure_project_network
 from .plan import WORK_DIR, SpawnPlan, SpawnRefused, check_spawn, spawnable
 
 WORKSPACE_UID = 1000
@@ -153,7 +158,24 @@ class ProjectSpawner(DockerSpawner):  # type: ignore[misc]
                 ) from exc
         return plan
 
-    def apply(self, plan: SpawnPlan) -> None:
+    def isolate(self, plan: SpawnPlan) -> ProjectNetwork:
+        """The project's internal network, with the host firewall verified (fail closed)."""
+        try:
+            check_rules(firewall_rules(self.tre_settings))
+        except FirewallError as exc:
+            self.log.error("refusing spawn: host firewall rules are not in place: %s", exc)
+            raise SpawnRefused(
+                "the workspace network is not protected right now; the administrator has been told"
+            ) from exc
+        try:
+            return ensure_project_network(docker.from_env(), plan.project)
+        except (ProjectNetworkError, docker.errors.DockerException) as exc:
+            self.log.error("refusing spawn: project network for %s: %s", plan.project, exc)
+            raise SpawnRefused(
+                "the project network is not available; the administrator has been told"
+            ) from exc
+
+    def apply(self, plan: SpawnPlan, network: ProjectNetwork) -> None:
         """Configure this spawner's container from the plan, replacing what config set."""
         settings = self.tre_settings
         plan.workspace.mkdir(parents=True, exist_ok=True)
@@ -168,7 +190,16 @@ class ProjectSpawner(DockerSpawner):  # type: ignore[misc]
         self.image = settings.hub.image
         self.mem_limit = plan.mem_limit
         self.cpu_limit = plan.cpu_limit
-        self.extra_host_config = hardening(settings)
+        self.network_name = network.name
+        self.use_internal_ip = True
+        self.hub_connect_url = network.hub_url(settings.hub.hub_port)
+        self.extra_host_config = {
+            **hardening(settings),
+            # DNS goes to the gateway, where the firewall refuses it: no name resolves,
+            # and no query can leave through the host's own resolver.
+            "dns": [str(network.gateway)],
+            "dns_opt": ["timeout:1", "attempts:1"],
+        }
         self.extra_create_kwargs = {
             "user": f"{WORKSPACE_UID}:{WORKSPACE_GID}",
             "working_dir": str(WORK_DIR),
@@ -186,11 +217,12 @@ class ProjectSpawner(DockerSpawner):  # type: ignore[misc]
     async def start(self) -> Any:
         project = self.user_options.get("project") or self.name or None
         try:
-            plan = self.plan()
+            plan = await asyncio.to_thread(self.plan)
+            network = await asyncio.to_thread(self.isolate, plan)
         except SpawnRefused as exc:
             self._audit(EventKind.spawn_refused, project, None, reason=str(exc))
             raise web.HTTPError(403, str(exc)) from exc
-        self.apply(plan)
+        self.apply(plan, network)
         self._audit(
             EventKind.spawn_requested,
             plan.project,

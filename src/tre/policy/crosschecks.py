@@ -29,12 +29,22 @@ class Issue:
     message: str
     allowed: str | None = None
     severity: Severity = Severity.error
+    housekeeping: bool = False
+    """Due only because time passed (e.g. an expired permit not archived)."""
 
 
-def cross_check(policy: Policy, today: date) -> list[Issue]:
+def cross_check(policy: Policy, today: date, *, strict: bool = True) -> list[Issue]:
+    """Every cross-file problem. With `strict=False` (services loading the policy at run
+    time) housekeeping that only time makes due — an expired permit not yet archived —
+    is a warning, so the policy does not become unloadable at midnight."""
     issues: list[Issue] = []
     for check in (_people, _datasets, _disclosure, _projects, _permits):
         issues.extend(check(policy, today))
+    if not strict:
+        issues = [
+            Issue(i.key, i.loc, i.message, i.allowed, Severity.warning) if i.housekeeping else i
+            for i in issues
+        ]
     return issues
 
 
@@ -287,6 +297,7 @@ def _permit_dates(policy: Policy, permit: Permit, at: Loc, today: date) -> Itera
             (*at, "expiry"),
             f"permit '{permit.id}' expired at the end of {permit.expiry} "
             f"(validated on {today}); extend the expiry or set archived: true",
+            housekeeping=True,
         )
     elif status is PermitStatus.active:
         warn_from = permit.expiry - timedelta(days=policy.site.expiry_warning_days)

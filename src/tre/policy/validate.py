@@ -52,14 +52,18 @@ class ValidationReport:
 
 
 def load_policy(policy_dir: Path, today: date | None = None) -> Policy:
-    """Load a policy for use by a service; raise `PolicyError` listing every error."""
-    report = validate_policy(policy_dir, today or date.today())
+    """Load a policy for use by a service; raise `PolicyError` listing every error.
+
+    Permits that expired but are not archived yet are warnings here (services simply
+    treat them as expired); `tre policy validate` reports them as errors.
+    """
+    report = validate_policy(policy_dir, today or date.today(), strict=False)
     if not report.ok or report.policy is None:
         raise PolicyError(report.findings)
     return report.policy
 
 
-def validate_policy(policy_dir: Path, today: date) -> ValidationReport:
+def validate_policy(policy_dir: Path, today: date, *, strict: bool = True) -> ValidationReport:
     report = ValidationReport(policy_dir=policy_dir, today=today)
     if not policy_dir.is_dir():
         report.findings.append(
@@ -87,7 +91,7 @@ def validate_policy(policy_dir: Path, today: date) -> ValidationReport:
             return _sorted(report)
     policy = Policy(**parsed)
 
-    for issue in cross_check(policy, today):
+    for issue in cross_check(policy, today, strict=strict):
         file, source_map = maps.get(issue.key, (str(policy_dir), SourceMap(None)))
         report.findings.append(
             Finding(
