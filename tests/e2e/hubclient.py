@@ -6,6 +6,7 @@ hub and the identity provider serve, the way a browser reads them.
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import time
@@ -106,13 +107,31 @@ class HubUser:
         return self.get(f"/hub/spawn/{self.username}/{server}")
 
     def spawn(self, server: str, project: str | None = None) -> requests.Response:
+        """Submit the spawn form; return the page once the start succeeded or failed."""
         self.spawn_form(server)  # sets the _xsrf cookie
-        return self._checked(
+        response = self._checked(
             "POST",
             self.url(f"/hub/spawn/{self.username}/{server}"),
             data={"project": project or server, "_xsrf": self.xsrf("/hub/")},
             allow_redirects=True,
         )
+        return self.settle(response)
+
+    def settle(self, response: requests.Response, timeout: float = 60) -> requests.Response:
+        """Follow a spawn-pending page until the spawn has succeeded or failed.
+
+        The hub answers a spawn at once with a pending page; a refusal shows up there
+        (with its message and status) once the spawner has failed.
+        """
+        if "/hub/spawn-pending/" not in response.url:
+            return response
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            page = self._checked("GET", response.url, allow_redirects=False)
+            if page.status_code != 200:
+                return page
+            time.sleep(0.5)
+        return page
 
     def server(self, server: str) -> dict[str, Any] | None:
         user = self.api("GET", f"/users/{self.username}").json()
@@ -207,6 +226,6 @@ class HubUser:
 
 
 def message_of(page: requests.Response) -> str:
-    """The visible text of an error page, squeezed."""
-    text = re.sub(r"<[^>]+>", " ", page.text)
-    return re.sub(r"\s+", " ", text)
+    """The visible text of a page (UTF-8, entities decoded), squeezed."""
+    text = re.sub(r"<[^>]+>", " ", page.content.decode("utf-8", errors="replace"))
+    return re.sub(r"\s+", " ", html.unescape(text))

@@ -221,7 +221,9 @@ class ProjectSpawner(DockerSpawner):  # type: ignore[misc]
             network = await asyncio.to_thread(self.isolate, plan)
         except SpawnRefused as exc:
             self._audit(EventKind.spawn_refused, project, None, reason=str(exc))
-            raise web.HTTPError(403, str(exc)) from exc
+            refusal = web.HTTPError(403, str(exc))
+            refusal.jupyterhub_message = f"Not started: {exc}"  # shown on the hub's page
+            raise refusal from exc
         self.apply(plan, network)
         self._audit(
             EventKind.spawn_requested,

@@ -1,0 +1,389 @@
+"""A researcher's workspace end to end, against the real parts.
+
+The bundled OIDC provider (npm oidc-provider), JupyterHub with its proxy, the
+project spawner and the Docker engine are all real; data are the demo silos,
+really ingested. The test logs in through the provider's form, spawns a project
+container, runs code through the kernel websocket and proves from inside: only
+the permitted datasets, read-only; non-root without capabilities; no egress;
+the workspace persists. Non-members, expired permits and crafted requests are
+refused, and a permit revoked while a server runs stops it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import shutil
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+
+import docker
+import pytest
+
+from tests.e2e.hubclient import HubUser, message_of
+from tests.e2e.netns import HostListener, OutsideHost, main_address
+from tests.support import DEMO_POLICY
+from tre.audit import AuditLog, EventKind
+from tre.ingest import granted_versions, ingest_version
+from tre.policy import load_policy
+from tre.pseudonym import create_master_key, default_master_key_path
+from tre.settings import HubSettings, OidcSettings, Settings
+from tre.stack import Stack
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(2400)]
+
+PROJECT = "gbm-linkage"
+GBM_DATASETS = sorted(
+    [
+        "clinical-records",
+        "gbm-mri",
+        "gbm-mri-nifti",
+        "gbm-variants",
+        "gbm-alignments",
+        "gbm-pathology",
+        "gbm-single-cell",
+    ]
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def policy_for_today(target: Path, today: date) -> None:
+    """The demo policy with dates moved so that it holds on the day the test runs:
+    gbm-linkage current; hf-outcomes expired yesterday."""
+    shutil.copytree(DEMO_POLICY, target)
+    permits = target / "permits.yaml"
+    text = permits.read_text(encoding="utf-8")
+    blocks = text.split("\n  - id: ")
+    gbm = (today - timedelta(days=60), today - timedelta(days=30), today + timedelta(days=365))
+    hf = (today - timedelta(days=400), today - timedelta(days=390), today - timedelta(days=1))
+    for i, (issued, start, expiry) in ((1, gbm), (2, hf)):
+        block = blocks[i]
+        block = re.sub(r"issued: \S+", f"issued: {issued}", block)
+        block = re.sub(r"start: \S+", f"start: {start}", block)
+        block = re.sub(r"expiry: \S+", f"expiry: {expiry}", block)
+        blocks[i] = block
+    permits.write_text("\n  - id: ".join(blocks), encoding="utf-8")
+
+
+@dataclass
+class Site:
+    settings: Settings
+    stack: Stack
+    policy_dir: Path
+
+    @property
+    def url(self) -> str:
+        return self.settings.hub.public_url
+
+    def user(self, name: str) -> HubUser:
+        user = HubUser(self.url, name)
+        page = user.log_in()
+        assert page.status_code == 200 and page.url.endswith("/hub/home"), message_of(page)[:300]
+        return user
+
+    def audit(self) -> list[tuple[EventKind, str, str | None]]:
+        log = AuditLog(self.settings.logs_dir / "audit" / "audit.jsonl")
+        return [(e.event.kind, e.event.actor, e.event.project) for e in log.entries()]
+
+
+@pytest.fixture(scope="module")
+def site(
+    tmp_path_factory: pytest.TempPathFactory, demo_silos: Path, workspace_image: str
+) -> Iterator[Site]:
+    root = tmp_path_factory.mktemp("workspace-site")
+    today = date.today()
+    policy_dir = root / "policy"
+    policy_for_today(policy_dir, today)
+    var = root / "var"
+    var.mkdir()
+    (var / "silos").symlink_to(demo_silos, target_is_directory=True)
+    settings = Settings(
+        policy_dir=policy_dir,
+        var_dir=var,
+        hub=HubSettings(
+            public_url=f"http://127.0.0.1:{free_port()}",
+            hub_port=free_port(),
+            image=workspace_image,
+            mem_limit="2G",
+            permit_check_interval=5,
+        ),
+        oidc=OidcSettings(demo_idp_port=free_port()),
+    )
+    create_master_key(default_master_key_path(settings.keys_dir))
+    policy = load_policy(policy_dir, today)
+    for dataset, version, _ in granted_versions(settings, policy, PROJECT, today):
+        ingest_version(settings, policy, PROJECT, dataset, version, today=today)
+    stack = Stack(settings)
+    stack.start()
+    try:
+        yield Site(settings, stack, policy_dir)
+    finally:
+        stack.stop()
+        client = docker.from_env()
+        for container in client.containers.list(all=True, filters={"name": "tre-"}):
+            if container.labels.get("org.jupyter-tre.project"):
+                container.remove(force=True)
+
+
+@pytest.fixture(scope="module")
+def alice(site: Site) -> HubUser:
+    user = site.user("alice")
+    response = user.spawn(PROJECT)
+    assert response.status_code in (200, 302), message_of(response)[:500]
+    user.wait_ready(PROJECT)
+    return user
+
+
+INSIDE = r"""
+import json, os, socket
+def attempt(fn):
+    try:
+        return "ok: " + str(fn())
+    except OSError as e:
+        return "refused: " + (e.strerror or type(e).__name__)
+def write(path):
+    with open(path, "w") as f:
+        f.write("x")
+def connect(host, port):
+    with socket.create_connection((host, port), timeout=2) as s:
+        return s.recv(64).decode()
+lines = open("/proc/self/status").read().splitlines()
+status = dict(l.split(":\t", 1) for l in lines if ":\t" in l)
+mounts = sorted(l.split()[4] for l in open("/proc/self/mountinfo"))
+data = {d: sorted(os.listdir("/data/" + d))[:3] for d in sorted(os.listdir("/data"))}
+first_file = next(os.path.join(r, f) for r, _, fs in os.walk("/data/clinical-records") for f in fs)
+print(json.dumps({
+    "uid": os.getuid(), "gid": os.getgid(), "groups": os.getgroups(),
+    "cap_eff": status["CapEff"], "cap_bnd": status["CapBnd"], "no_new_privs": status["NoNewPrivs"],
+    "datasets": sorted(data), "mounts": mounts,
+    "write_data": attempt(lambda: write("/data/gbm-mri/new")),
+    "write_data_file": attempt(lambda: write(first_file)),
+    "chmod_data": attempt(lambda: os.chmod(first_file, 0o777)),
+    "write_root": attempt(lambda: write("/usr/local/planted")),
+    "write_home": attempt(lambda: write("/home/researcher/.bashrc")),
+    "write_tmp": attempt(lambda: write("/tmp/scratch")),
+    "write_work": attempt(lambda: write("/home/researcher/work/probe.txt")),
+    "dns": attempt(lambda: socket.getaddrinfo("pypi.org", 443)),
+    "outside": attempt(lambda: connect(OUTSIDE, 80)),
+    "host_main": attempt(lambda: connect(HOST_MAIN, HOST_PORT)),
+    "gateway_other_port": attempt(lambda: connect(GATEWAY, GATEWAY_PORT)),
+    "pids_max": open("/sys/fs/cgroup/pids/pids.max").read().strip(),
+    "mem_limit": open("/sys/fs/cgroup/memory/memory.limit_in_bytes").read().strip(),
+    "env": {k: os.environ.get(k) for k in ("PYTHONNOUSERSITE", "JUPYTERHUB_DISABLE_USER_CONFIG",
+                                           "TRE_PROJECT", "TRE_PERMIT")},
+}))
+"""
+
+
+@pytest.fixture(scope="module")
+def inside(
+    site: Site, alice: HubUser, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, object]:
+    """Facts read from inside alice's running workspace."""
+    network = docker.from_env().networks.get(f"tre-project-{PROJECT}")
+    gateway = network.attrs["IPAM"]["Config"][0]["Gateway"]
+    with (
+        OutsideHost(tmp_path_factory.mktemp("outside")) as outside,
+        contextlib.closing(HostListener(str(main_address()))) as host_main,
+        contextlib.closing(HostListener(gateway)) as gateway_listener,
+    ):
+        code = (
+            f"OUTSIDE={str(outside.addr)!r}; HOST_MAIN={str(host_main.address)!r}; "
+            f"HOST_PORT={host_main.port}; GATEWAY={gateway!r}; "
+            f"GATEWAY_PORT={gateway_listener.port}\n" + INSIDE
+        )
+        facts: dict[str, object] = json.loads(alice.execute(PROJECT, code))
+        assert outside.events("tcp") == [], "the outside host saw a connection"
+    return facts
+
+
+def test_login_goes_through_the_oidc_provider_and_sets_groups(site: Site) -> None:
+    user = site.user("carla")
+    me = user.api("GET", "/users/carla").json()
+    assert me["groups"] == ["tre-researchers"]
+    assert me["admin"] is False
+
+
+def test_a_wrong_password_gets_no_session(site: Site) -> None:
+    user = HubUser(site.url, "alice")
+    page = user.log_in(password="not-the-password")
+    assert "/hub/home" not in page.url
+    assert user.api("GET", "/users/alice").status_code in (401, 403)
+
+
+def test_the_spawn_form_lists_only_projects_with_a_current_permit(site: Site) -> None:
+    bob = site.user("bob")
+    form = bob.spawn_form("gbm-linkage").text
+    assert 'value="gbm-linkage"' in form
+    assert 'value="hf-outcomes"' not in form  # bob's hf-outcomes permit expired yesterday
+
+
+def test_only_the_permitted_datasets_are_mounted(inside: dict[str, object]) -> None:
+    assert inside["datasets"] == GBM_DATASETS
+    allowed = {f"/data/{d}" for d in GBM_DATASETS} | {"/home/researcher/work", "/tmp"}
+    docker_own = {
+        "/",
+        "/proc",
+        "/dev",
+        "/dev/pts",
+        "/dev/mqueue",
+        "/dev/shm",
+        "/sys",
+        "/sys/fs/cgroup",
+        "/etc/hosts",
+        "/etc/hostname",
+        "/etc/resolv.conf",
+        "/dev/console",
+    }
+    mounts = set(inside["mounts"])  # type: ignore[arg-type]
+    unexpected = {
+        m for m in mounts - allowed - docker_own if not m.startswith(("/proc/", "/sys/", "/dev/"))
+    }
+    assert unexpected == set()
+    assert allowed <= mounts
+
+
+def test_datasets_are_read_only(inside: dict[str, object]) -> None:
+    assert inside["write_data"] == "refused: Read-only file system"
+    assert inside["write_data_file"] == "refused: Read-only file system"
+    assert str(inside["chmod_data"]).startswith("refused:")
+
+
+def test_the_container_runs_as_a_non_root_user_without_capabilities(
+    inside: dict[str, object],
+) -> None:
+    assert (inside["uid"], inside["gid"]) == (1000, 100)
+    assert inside["cap_eff"] == "0000000000000000"
+    assert inside["cap_bnd"] == "0000000000000000"
+    assert inside["no_new_privs"] == "1"
+    assert inside["write_root"] == "refused: Read-only file system"
+    assert inside["write_home"] == "refused: Read-only file system"
+    assert inside["write_tmp"].startswith("ok")  # type: ignore[union-attr]
+    assert inside["pids_max"] == "512"
+    assert inside["mem_limit"] == str(6 * 1024**3)  # the permit's condition, not the default
+    assert inside["env"] == {
+        "PYTHONNOUSERSITE": "1",
+        "JUPYTERHUB_DISABLE_USER_CONFIG": "1",
+        "TRE_PROJECT": PROJECT,
+        "TRE_PERMIT": "gbm-linkage-2026",
+    }
+
+
+def test_no_egress_from_the_workspace(inside: dict[str, object]) -> None:
+    assert str(inside["dns"]).startswith("refused")
+    for probe in ("outside", "host_main", "gateway_other_port"):
+        assert str(inside[probe]).startswith("refused"), (probe, inside[probe])
+
+
+def test_terminals_are_closed_unless_the_permit_allows_them(alice: HubUser) -> None:
+    response = alice.server_api(PROJECT, "POST", "/terminals")
+    assert response.status_code in (403, 404), response.text
+
+
+def test_researchers_cannot_mint_tokens(alice: HubUser) -> None:
+    response = alice.api("POST", "/users/alice/tokens", json={"note": "exfiltration"})
+    assert response.status_code == 403
+
+
+def test_a_non_member_is_refused_by_form_api_and_crafted_query(site: Site) -> None:
+    carla = site.user("carla")  # member of hf-outcomes only
+    by_form = carla.spawn("gbm-linkage")
+    by_api = carla.api("POST", "/users/carla/servers/gbm-linkage", json={"project": "gbm-linkage"})
+    by_query = carla.settle(carla.get("/hub/spawn/carla/gbm-linkage?opt-project=gbm-linkage"))
+    by_other_name = carla.spawn("hf-outcomes", project="gbm-linkage")
+    time.sleep(2)
+    for server in ("gbm-linkage", "hf-outcomes"):
+        state = carla.server(server)
+        assert state is None or not state.get("ready"), (server, by_other_name.status_code)
+    assert by_api.status_code >= 400
+    assert "not a member" in message_of(by_form)
+    assert "not a member" in message_of(by_query) or by_query.status_code >= 400
+    assert "can only be started for project 'hf-outcomes'" in message_of(by_other_name)
+    names = [c.name for c in docker.from_env().containers.list(all=True)]
+    assert not any(n.startswith("tre-carla") for n in names)
+    refused = [e for e in site.audit() if e[0] is EventKind.spawn_refused and e[1] == "carla"]
+    assert len(refused) >= 3
+
+
+def test_an_expired_permit_is_refused_with_the_reason(site: Site) -> None:
+    bob = site.user("bob")
+    response = bob.spawn("hf-outcomes")
+    assert "expired" in message_of(response)
+    assert bob.server("hf-outcomes") is None or not bob.server("hf-outcomes").get("ready")
+
+
+def test_patient_representatives_cannot_start_workspaces(site: Site) -> None:
+    pat = site.user("pat")
+    assert pat.spawn_form("gbm-linkage").status_code == 403
+
+
+def test_administrators_cannot_enter_a_researchers_workspace(site: Site, alice: HubUser) -> None:
+    adam = site.user("adam")
+    listing = adam.api("GET", "/users")
+    assert listing.status_code == 200  # they may see who runs what
+    page = adam.get(f"/user/alice/{PROJECT}/api/contents", allow_redirects=True)
+    assert page.status_code in (403, 404) or "/hub/" in page.url
+    assert "probe.txt" not in page.text
+
+
+def test_the_workspace_persists_across_restarts(site: Site, alice: HubUser) -> None:
+    alice.execute(PROJECT, "open('/home/researcher/work/kept.txt', 'w').write('results v1')")
+    alice.stop(PROJECT)
+    response = alice.spawn(PROJECT)
+    assert response.status_code in (200, 302), message_of(response)[:300]
+    alice.wait_ready(PROJECT)
+    out = alice.execute(PROJECT, "print(open('/home/researcher/work/kept.txt').read())")
+    assert out.strip() == "results v1"
+
+
+def test_a_changed_dataset_file_refuses_the_spawn_and_names_it_to_the_admin(
+    site: Site, alice: HubUser
+) -> None:
+    alice.stop(PROJECT)
+    version = site.settings.datasets_dir / PROJECT / "gbm-pathology" / "1"
+    victim = next(p for p in sorted(version.rglob("*.tif")))
+    original = victim.read_bytes()
+    victim.chmod(0o644)
+    victim.write_bytes(original + b"tampered")
+    try:
+        response = alice.spawn(PROJECT)
+        assert "dataset 'gbm-pathology' is not available" in message_of(response)
+        log = (site.settings.logs_dir / "jupyterhub.log").read_text()
+        assert "does not match the checksum in its manifest" in log
+    finally:
+        victim.write_bytes(original)
+        victim.chmod(0o444)
+    response = alice.spawn(PROJECT)
+    assert response.status_code in (200, 302), message_of(response)[:300]
+    alice.wait_ready(PROJECT)
+
+
+def test_a_permit_revoked_while_running_stops_the_server(site: Site, alice: HubUser) -> None:
+    alice.wait_ready(PROJECT)
+    permits = site.policy_dir / "permits.yaml"
+    text = permits.read_text(encoding="utf-8")
+    revoked = text.replace(
+        "    people: [alice, bob]\n",
+        f"    people: [alice, bob]\n    revoked: {{effective: {date.today()}, "
+        "reason: breach of conditions}\n",
+        1,
+    )
+    assert revoked != text
+    permits.write_text(revoked, encoding="utf-8")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and alice.server(PROJECT) is not None:
+        time.sleep(1)
+    assert alice.server(PROJECT) is None, "the server still runs a minute after revocation"
+    assert (EventKind.permit_ended_stop, "system:permit-watch", PROJECT) in site.audit()
+    response = alice.spawn(PROJECT)
+    assert "was revoked" in message_of(response)
