@@ -88,7 +88,8 @@ def output_files(root: Path) -> Iterator[Path]:
 def readable(path: Path) -> bytes:
     """A file's content as text-searchable bytes (decompressed, Parquet cells rendered)."""
     if path.suffix == ".parquet":
-        return json.dumps(pq.read_table(path).to_pylist(), default=str).encode()
+        rows = pq.read_table(path).to_pylist()
+        return json.dumps(rows, default=str, ensure_ascii=False).encode()
     data = path.read_bytes()
     if data[:2] == b"\x1f\x8b":  # gzip and BGZF (VCF, BAM, .nii.gz)
         return gzip.decompress(data)

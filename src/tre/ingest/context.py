@@ -128,9 +128,12 @@ class IngestContext:
         """
         items = sorted(paths)
         for done, path in enumerate(items, start=1):
+            # A rejected file must not count its patients: undo what it admitted.
+            patients, excluded = set(self.report.patients), set(self.report.excluded)
             try:
                 ingest(path)
             except InputRejected as error:
+                self.report.patients, self.report.excluded = patients, excluded
                 self.reject(error)
             if self.progress is not None:
                 self.progress(label, done, len(items))

@@ -68,7 +68,7 @@ def ingest_version(
     today = today or date.today()
     dataset, version = _permitted(policy, project_id, dataset_id, version_id, today)
     source_dir = _source_dir(settings, version, source)
-    keys = project_keys(settings, project_id)
+    keys = project_keys(settings, project_id, max_shift_days=policy.site.date_shift_max_days)
     register_path = default_register_path(settings.keys_dir)
     register = OptOutRegister(register_path) if register_path.exists() else None
     index_csv = patient_index or settings.silos_dir / "emr" / "patients.csv"
@@ -122,13 +122,13 @@ def granted_versions(
     return [(d, v, path) for (d, v), path in sorted(seen.items())]
 
 
-def project_keys(settings: Settings, project_id: str) -> ProjectKeys:
+def project_keys(settings: Settings, project_id: str, *, max_shift_days: int = 365) -> ProjectKeys:
     """The project's keyed transforms, from the site master key on this host."""
     master = load_master_key(default_master_key_path(settings.keys_dir))
     project_key = derive_project_key(master, project_id)
     return ProjectKeys(
         pseudonymiser=Pseudonymiser(project_key),
-        dates=DateShifter(project_key),
+        dates=DateShifter(project_key, max_days=max_shift_days),
         uids=UidMapper(project_key),
         key_id=master.key_id,
     )

@@ -113,9 +113,6 @@ class Deidentification(PolicyModel):
         default=DateHandling.shift,
         description="shift: per-patient offset, intervals kept; month/year: generalised.",
     )
-    max_date_shift_days: int = Field(
-        default=365, ge=1, le=3650, description="Largest date shift, in days, either way."
-    )
     dicom_options: tuple[DicomOption, ...] = Field(
         default=(DicomOption.clean_descriptors, DicomOption.retain_longitudinal_modified_dates),
         description="PS3.15 profile options applied on top of the basic profile.",

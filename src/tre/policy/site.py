@@ -41,6 +41,15 @@ class Site(PolicyModel):
     access_body: NonEmptyText = Field(description="The health data access body issuing permits.")
     country: str = Field(default="BE", pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2.")
     identity: Identity = Field(default_factory=Identity)
+    date_shift_max_days: int = Field(
+        default=365,
+        ge=1,
+        le=3650,
+        description=(
+            "Largest per-patient date shift, in days either way. Site-wide, so that one "
+            "patient's dates move together across every dataset of a project."
+        ),
+    )
     expiry_warning_days: int = Field(
         default=30, ge=0, description="Warn this many days before a permit expires."
     )
