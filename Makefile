@@ -16,7 +16,7 @@ help: ## Show the targets
 
 prereqs: ## Install the host packages the project needs and start Docker (as root)
 	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || scripts/install-prereqs python
-	@scripts/install-prereqs data
+	@scripts/install-prereqs data db
 	@scripts/ensure-docker var/logs
 
 $(INSTALLED): pyproject.toml

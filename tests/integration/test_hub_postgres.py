@@ -1,0 +1,58 @@
+"""JupyterHub on PostgreSQL: a real server started by the test, a real login through OIDC."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.e2e.hubclient import HubUser
+from tests.postgres import createdb, postgres_server
+from tests.support import DEMO_POLICY
+from tre.settings import HubSettings, OidcSettings, Settings
+from tre.stack import Stack
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_the_hub_keeps_its_state_in_postgresql(tmp_path: Path) -> None:
+    if shutil.which("iptables-restore") is None:
+        pytest.skip("SKIPPED LOUDLY: iptables is needed for the hub's firewall rules")
+    with postgres_server() as pg:
+        createdb(pg, "jupyterhub")
+        settings = Settings(
+            policy_dir=DEMO_POLICY,
+            var_dir=tmp_path / "var",
+            hub=HubSettings(
+                public_url=f"http://127.0.0.1:{free_port()}",
+                hub_port=free_port(),
+                db_url=pg.url("jupyterhub"),
+            ),
+            oidc=OidcSettings(demo_idp_port=free_port()),
+        )
+        with Stack(settings):
+            alice = HubUser(settings.hub.public_url, "alice")
+            assert alice.log_in().url.endswith("/hub/home")
+        with (
+            psycopg.connect(host=pg.host, port=pg.port, user=pg.user, dbname="jupyterhub") as conn,
+            conn.cursor() as cur,
+        ):
+            cur.execute("SELECT name FROM users ORDER BY name")
+            assert cur.fetchall() == [("alice",)]
+            cur.execute("SELECT name FROM groups")
+            assert ("tre-researchers",) in cur.fetchall()
+        # A restarted hub finds the same state, and the login cookie still works.
+        with Stack(settings):
+            me = alice.api("GET", "/users/alice")
+            assert me.status_code == 200
+            assert me.json()["groups"] == ["tre-researchers"]
+        assert not (settings.db_dir / "jupyterhub.sqlite").exists()
