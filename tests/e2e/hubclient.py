@@ -229,3 +229,10 @@ def message_of(page: requests.Response) -> str:
     """The visible text of a page (UTF-8, entities decoded), squeezed."""
     text = re.sub(r"<[^>]+>", " ", page.content.decode("utf-8", errors="replace"))
     return re.sub(r"\s+", " ", html.unescape(text))
+
+
+def error_of(page: requests.Response) -> str:
+    """The hub's error text on a page, or the start of the page when there is none."""
+    text = message_of(page)
+    at = text.find("Error:")
+    return text[at : at + 400] if at >= 0 else text[:400]

@@ -25,7 +25,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from tests.e2e.hubclient import HubUser, message_of
+from tests.e2e.hubclient import HubUser, error_of, message_of
 from tests.e2e.netns import HostListener, OutsideHost, main_address
 from tests.support import DEMO_POLICY
 from tre.audit import AuditLog, EventKind
@@ -139,7 +139,7 @@ def site(
 def alice(site: Site) -> HubUser:
     user = site.user("alice")
     response = user.spawn(PROJECT)
-    assert response.status_code in (200, 302), message_of(response)[:500]
+    assert response.status_code in (200, 302), error_of(response)
     user.wait_ready(PROJECT)
     return user
 
@@ -340,10 +340,34 @@ def test_the_workspace_persists_across_restarts(site: Site, alice: HubUser) -> N
     alice.execute(PROJECT, "open('/home/researcher/work/kept.txt', 'w').write('results v1')")
     alice.stop(PROJECT)
     response = alice.spawn(PROJECT)
-    assert response.status_code in (200, 302), message_of(response)[:300]
+    assert response.status_code in (200, 302), error_of(response)
     alice.wait_ready(PROJECT)
     out = alice.execute(PROJECT, "print(open('/home/researcher/work/kept.txt').read())")
     assert out.strip() == "results v1"
+
+
+def test_a_hub_restart_loses_nothing_and_a_docker_outage_is_a_clear_refusal(
+    site: Site, alice: HubUser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alice.execute(PROJECT, "open('/home/researcher/work/before-restart.txt', 'w').write('kept')")
+    site.stack.stop()  # the hub stops its servers cleanly on the way down
+    running = docker.from_env().containers.list(filters={"label": "org.jupyter-tre.project"})
+    assert running == []
+
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    site.stack.start()
+    refused = alice.spawn(PROJECT)
+    assert "the project network is not available" in message_of(refused)
+    assert alice.get("/hub/api/").status_code == 200  # the hub stays up
+    site.stack.stop()
+
+    monkeypatch.delenv("DOCKER_HOST")
+    site.stack.start()
+    response = alice.spawn(PROJECT)
+    assert response.status_code in (200, 302), error_of(response)
+    alice.wait_ready(PROJECT)
+    out = alice.execute(PROJECT, "print(open('/home/researcher/work/before-restart.txt').read())")
+    assert out.strip() == "kept"
 
 
 def test_a_changed_dataset_file_refuses_the_spawn_and_names_it_to_the_admin(
@@ -364,7 +388,7 @@ def test_a_changed_dataset_file_refuses_the_spawn_and_names_it_to_the_admin(
         victim.write_bytes(original)
         victim.chmod(0o444)
     response = alice.spawn(PROJECT)
-    assert response.status_code in (200, 302), message_of(response)[:300]
+    assert response.status_code in (200, 302), error_of(response)
     alice.wait_ready(PROJECT)
 
 
