@@ -59,6 +59,14 @@ def hardening(settings: Settings) -> dict[str, Any]:
     }
 
 
+class Refusal(web.HTTPError):
+    """A 403 whose message JupyterHub shows on its pages (as `jupyterhub_message`)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(403, message)
+        self.jupyterhub_message = f"Not started: {message}"
+
+
 def _escape(path: Path | str) -> str:
     """DockerSpawner formats volume strings with str.format: keep braces literal."""
     return str(path).replace("{", "{{").replace("}", "}}")
@@ -221,9 +229,7 @@ class ProjectSpawner(DockerSpawner):  # type: ignore[misc]
             network = await asyncio.to_thread(self.isolate, plan)
         except SpawnRefused as exc:
             self._audit(EventKind.spawn_refused, project, None, reason=str(exc))
-            refusal = web.HTTPError(403, str(exc))
-            refusal.jupyterhub_message = f"Not started: {exc}"  # shown on the hub's page
-            raise refusal from exc
+            raise Refusal(str(exc)) from exc
         self.apply(plan, network)
         self._audit(
             EventKind.spawn_requested,
