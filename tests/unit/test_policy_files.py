@@ -241,3 +241,17 @@ def test_dicom_options_that_exclude_each_other(site: Path, edit: Edit) -> None:
         "datasets.yaml:43: error: datasets[1].deidentification: dicom_options: "
         "retain_longitudinal_full_dates and retain_longitudinal_modified_dates exclude each other"
     ]
+
+
+def test_safe_private_tags_must_name_creator_and_element(site: Path, edit: Edit) -> None:
+    edit(
+        "datasets.yaml",
+        "    modality: dicom\n",
+        "    modality: dicom\n    deidentification:\n"
+        "      safe_private_tags: ['SIEMENS CSA HEADER/0029,xx08', '0028,0010']\n",
+    )
+    assert findings(site) == [
+        "datasets.yaml:43: error: datasets[1].deidentification.safe_private_tags: "
+        "'0028,0010' is not '<private creator>/<gggg>,xx<ee>', e.g. "
+        "'SIEMENS CSA HEADER/0029,xx08'"
+    ]

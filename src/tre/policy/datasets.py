@@ -130,6 +130,19 @@ class Deidentification(PolicyModel):
     )
     deface: bool = Field(default=False, description="Deface head MRI volumes (NIfTI).")
 
+    @field_validator("safe_private_tags")
+    @classmethod
+    def _private_tag_form(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            if not re.fullmatch(r"[^/]+/[0-9A-Fa-f]{4},xx[0-9A-Fa-f]{2}", entry):
+                raise ValueError(
+                    f"{entry!r} is not '<private creator>/<gggg>,xx<ee>', "
+                    "e.g. 'SIEMENS CSA HEADER/0029,xx08'"
+                )
+            if int(entry.split("/")[-1][:4], 16) % 2 == 0:
+                raise ValueError(f"{entry!r}: private groups are odd numbers")
+        return value
+
     @model_validator(mode="after")
     def _dates_consistent(self) -> Deidentification:
         both = {
