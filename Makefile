@@ -74,7 +74,10 @@ format: venv ## Apply ruff's fixes and formatting
 	$(BIN)/ruff format .
 
 bench: prereqs venv ## Run the benchmarks (side by side with the tools users would otherwise pick)
-	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b; done
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python bench/pseudonyms.py
+	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/spawn.py
 
 image: prereqs venv ## Build the workspace image (reused when its inputs are unchanged)
 	$(BIN)/tre image build
