@@ -44,8 +44,11 @@ def main() -> None:
                 command += ["--silos", str(silos)]
             print(f"== {title}", flush=True)
             result = subprocess.run(command, capture_output=True, text=True, check=False)
-            output = result.stdout + (f"\n(exit {result.returncode})\n{result.stderr[-2000:]}"
-                                      if result.returncode else "")
+            output = result.stdout + (
+                f"\n(exit {result.returncode})\n{result.stderr[-2000:]}"
+                if result.returncode
+                else ""
+            )
             print(output, flush=True)
             sections.append(f"## {title}\n\n`bench/{script}`\n\n```\n{output.strip()}\n```\n")
     cpu = platform.processor() or platform.machine()
