@@ -12,14 +12,18 @@ from __future__ import annotations
 import asyncio
 import html
 import os
+import time
 from datetime import date
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import docker
 from dockerspawner import DockerSpawner
+from jupyterhub.httpclient import fetch
+from jupyterhub.utils import url_path_join
 from tornado import web
-from traitlets import Unicode
+from traitlets import Float, Unicode
 
 from tre.audit import AuditEvent, AuditLog, EventKind
 from tre.policy import load_policy
@@ -43,6 +47,7 @@ CONTAINER_ENV = {
     "NUMBA_CACHE_DIR": "/tmp/numba",  # noqa: S108
     "JUPYTERLAB_WORKSPACES_DIR": "/tmp/lab/workspaces",  # noqa: S108
     "JUPYTERLAB_SETTINGS_DIR": "/tmp/lab/user-settings",  # noqa: S108
+    "JUPYTER_DATA_DIR": "/tmp/jupyter/data",  # noqa: S108 - else notebook_shim fails to load
 }
 """The root filesystem is read-only: everything a session writes outside work/ is in /tmp."""
 
@@ -79,6 +84,15 @@ class ProjectSpawner(DockerSpawner):  # type: ignore[misc]
         "",
         config=True,
         help="jupyter-tre settings file (YAML); empty: defaults and environment overrides.",
+    )
+
+    ready_poll_interval = Float(
+        0.1,
+        config=True,
+        help=(
+            "Seconds between the spawner's own readiness probes. JupyterHub's probes back "
+            "off exponentially (up to 5 s apart), which adds seconds to every start."
+        ),
     )
 
     _settings: Settings | None = None
@@ -220,7 +234,11 @@ class ProjectSpawner(DockerSpawner):  # type: ignore[misc]
         self.default_url = "/lab"
         self.disable_user_config = True
         self.environment = {**CONTAINER_ENV, **plan.environment}
-        self.args = [f"--ServerApp.terminals_enabled={plan.terminals_allowed}"]
+        self.args = [
+            f"--ServerApp.terminals_enabled={plan.terminals_allowed}",
+            # No language servers are installed; its start-up scan only slows the first kernel.
+            "--ServerApp.jpserver_extensions=jupyter_lsp=False",
+        ]
 
     async def start(self) -> Any:
         project = self.user_options.get("project") or self.name or None
@@ -238,9 +256,32 @@ class ProjectSpawner(DockerSpawner):  # type: ignore[misc]
             datasets=[f"{m.dataset}@{m.version}" for m in plan.datasets],
             server=self.name,
         )
-        result = await super().start()
+        ip, port = await super().start()
+        await self._wait_until_answering(ip, port)
         self._audit(EventKind.server_started, plan.project, plan.permit, server=self.name)
-        return result
+        return ip, port
+
+    async def _wait_until_answering(self, ip: str, port: int) -> None:
+        """Probe the server every `ready_poll_interval` until it answers (or has died), so
+        the hub's own first probe finds it up instead of backing off for seconds."""
+        url = f"http://{ip}:{port}" + url_path_join(self.server.base_url, "api")
+        began = time.monotonic()
+        next_poll = began + 1.0
+        while time.monotonic() < began + self.http_timeout:
+            try:
+                response = await asyncio.wait_for(
+                    fetch(url, raise_for_status=False, allow_redirects=False), 2
+                )
+            except (aiohttp.ClientError, OSError, TimeoutError):
+                pass  # not listening yet
+            else:
+                if response.status < 500:
+                    return
+            if time.monotonic() >= next_poll:
+                next_poll += 1.0
+                if (await self.poll()) is not None:
+                    raise RuntimeError(f"workspace {self.name} exited while starting")
+            await asyncio.sleep(self.ready_poll_interval)
 
     async def stop(self, now: bool = False) -> Any:
         result = await super().stop(now=now)
