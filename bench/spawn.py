@@ -282,7 +282,10 @@ def tre_site(root: Path, image: str, hub_config: Path | None, debug: bool) -> Se
         policy_dir=policy_dir,
         var_dir=var,
         hub=HubSettings(
-            public_url=f"http://127.0.0.1:{free_port()}", hub_port=free_port(), image=image
+            public_url=f"http://127.0.0.1:{free_port()}",
+            hub_port=free_port(),
+            proxy_api_port=free_port(),
+            image=image,
         ),
         oidc=OidcSettings(demo_idp_port=free_port()),
     )
@@ -290,13 +293,9 @@ def tre_site(root: Path, image: str, hub_config: Path | None, debug: bool) -> Se
     policy = load_policy(policy_dir, today)
     for dataset, version, _ in granted_versions(settings, policy, PROJECT, today):
         ingest_version(settings, policy, PROJECT, dataset, version, today=today)
-    # jupyter-tre's own config, then (bench only) a free port for the proxy's API,
-    # whose default 8001 clashes with any other hub on the host, and the extras.
+    # jupyter-tre's own config, then the extras (debug logging, --hub-config).
     wrapper = root / "jupyterhub_config.py"
-    lines = [
-        f"load_subconfig({str(tre.stack.HUB_CONFIG)!r})",
-        f"c.ConfigurableHTTPProxy.api_url = 'http://127.0.0.1:{free_port()}'",
-    ]
+    lines = [f"load_subconfig({str(tre.stack.HUB_CONFIG)!r})"]
     if debug:
         lines.append("c.JupyterHub.log_level = 'DEBUG'")
     if hub_config is not None:

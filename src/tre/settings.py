@@ -63,6 +63,9 @@ class HubSettings(BaseModel):
     hub_port: int = Field(
         default=8081, ge=1, le=65535, description="The hub's API port, reached by workspaces."
     )
+    proxy_api_port: int = Field(
+        default=8001, ge=1, le=65535, description="The proxy's API port (loopback only)."
+    )
     db_url: str | None = Field(
         default=None,
         description="SQLAlchemy URL of the hub database; default SQLite under var/db.",

@@ -113,6 +113,7 @@ def site(
         hub=HubSettings(
             public_url=f"http://127.0.0.1:{free_port()}",
             hub_port=free_port(),
+            proxy_api_port=free_port(),
             image=workspace_image,
             mem_limit="2G",
             permit_check_interval=5,

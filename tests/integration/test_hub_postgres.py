@@ -35,6 +35,7 @@ def test_the_hub_keeps_its_state_in_postgresql(tmp_path: Path) -> None:
             hub=HubSettings(
                 public_url=f"http://127.0.0.1:{free_port()}",
                 hub_port=free_port(),
+            proxy_api_port=free_port(),
                 db_url=pg.url("jupyterhub"),
             ),
             oidc=OidcSettings(demo_idp_port=free_port()),

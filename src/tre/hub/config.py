@@ -72,6 +72,7 @@ def configure(c: Any, settings: Settings) -> None:
     c.JupyterHub.cookie_secret_file = str(settings.hub_dir / "jupyterhub_cookie_secret")
     c.JupyterHub.pid_file = str(settings.hub_dir / "jupyterhub.pid")
     c.ConfigurableHTTPProxy.command = [str(PROXY_COMMAND)]
+    c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{hub.proxy_api_port}"
     c.ConfigurableHTTPProxy.pid_file = str(settings.hub_dir / "proxy.pid")
 
     # Identity: the site's OIDC provider; groups from the token decide roles.
