@@ -72,13 +72,13 @@ def test_the_same_dataset_is_a_different_folder_per_project(
             "bob",
             "hf-outcomes",
             date(2027, 5, 1),
-            "permit 'hf-outcomes-2026' of project 'hf-outcomes' expired at the end of 2027-04-30",
+            r"permit 'hf-outcomes-2026' expired at the end of 2027-04-30 \(project 'hf-outcomes'\)",
         ),
         (
             "alice",
             "gbm-linkage",
             date(2026, 1, 1),
-            "permit 'gbm-linkage-2026' of project 'gbm-linkage' starts on 2026-01-15",
+            r"permit 'gbm-linkage-2026' starts on 2026-01-15 \(project 'gbm-linkage'\)",
         ),
     ],
 )

@@ -15,8 +15,8 @@ import nibabel
 import numpy as np
 import pytest
 
-from tests.support import DEMO_TODAY
-from tre.ingest import IngestResult, InputRejected, UnknownPatient, ingest_version
+from tests.support import gbm_version_dir, hospital_ids, ingest_for_gbm
+from tre.ingest import IngestResult, InputRejected, UnknownPatient
 from tre.policy import Policy
 from tre.pseudonym import OptOutRegister, default_register_path
 from tre.settings import Settings
@@ -30,25 +30,15 @@ SAMPLES = Path(nibabel.__file__).parent / "tests" / "data"
 def run(
     settings: Settings, policy: Policy, source: Path, *, continue_on_error: bool = False
 ) -> IngestResult:
-    return ingest_version(
-        settings,
-        policy,
-        "gbm-linkage",
-        DATASET,
-        "1",
-        source=source,
-        continue_on_error=continue_on_error,
-        today=DEMO_TODAY,
-    )
+    return ingest_for_gbm(settings, policy, DATASET, source, continue_on_error=continue_on_error)
 
 
 def version_dir(settings: Settings) -> Path:
-    return settings.datasets_dir / "gbm-linkage" / DATASET / "1"
+    return gbm_version_dir(settings, DATASET)
 
 
 def patients(silos: Path) -> list[str]:
-    with (silos / "emr" / "patients.csv").open(encoding="utf-8") as handle:
-        return [row["patient_id"] for row in csv.DictReader(handle)]
+    return hospital_ids(silos)
 
 
 def sample(name: str) -> Any:

@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.support import DEMO_TODAY
-from tre.ingest import IngestError, IngestResult, InputRejected, UnknownPatient, ingest_version
+from tests.support import DEMO_TODAY, gbm_version_dir, ingest_for_gbm
+from tre.ingest import IngestError, IngestResult, InputRejected, UnknownPatient
 from tre.policy import Policy
 from tre.pseudonym import OptOutRegister, default_register_path
 from tre.settings import Settings
@@ -28,20 +28,11 @@ H5AD = "glioblastoma_pbmc.h5ad"
 def run(
     settings: Settings, policy: Policy, source: Path, *, continue_on_error: bool = False
 ) -> IngestResult:
-    return ingest_version(
-        settings,
-        policy,
-        "gbm-linkage",
-        DATASET,
-        "1",
-        source=source,
-        continue_on_error=continue_on_error,
-        today=DEMO_TODAY,
-    )
+    return ingest_for_gbm(settings, policy, DATASET, source, continue_on_error=continue_on_error)
 
 
 def version_dir(settings: Settings) -> Path:
-    return settings.datasets_dir / "gbm-linkage" / DATASET / "1"
+    return gbm_version_dir(settings, DATASET)
 
 
 def samples(silos: Path) -> list[dict[str, str]]:

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from tests.support import DEMO_TODAY
-from tre.ingest import IngestError, IngestResult, InputRejected, UnknownPatient, ingest_version
+from tests.support import DEMO_TODAY, gbm_version_dir, hospital_ids, ingest_for_gbm
+from tre.ingest import IngestError, IngestResult, InputRejected, UnknownPatient
 from tre.ingest.tissue import ALLOWED_TAGS
 from tre.policy import Policy
 from tre.pseudonym import OptOutRegister, default_register_path
@@ -29,25 +29,15 @@ LABEL = np.full((30, 60), 255, dtype=np.uint8)
 def run(
     settings: Settings, policy: Policy, source: Path, *, continue_on_error: bool = False
 ) -> IngestResult:
-    return ingest_version(
-        settings,
-        policy,
-        "gbm-linkage",
-        DATASET,
-        "1",
-        source=source,
-        continue_on_error=continue_on_error,
-        today=DEMO_TODAY,
-    )
+    return ingest_for_gbm(settings, policy, DATASET, source, continue_on_error=continue_on_error)
 
 
 def version_dir(settings: Settings) -> Path:
-    return settings.datasets_dir / "gbm-linkage" / DATASET / "1"
+    return gbm_version_dir(settings, DATASET)
 
 
 def patients(silos: Path) -> list[str]:
-    with (silos / "emr" / "patients.csv").open(encoding="utf-8") as handle:
-        return [row["patient_id"] for row in csv.DictReader(handle)]
+    return hospital_ids(silos)
 
 
 def write_slides_csv(source: Path, rows: list[tuple[str, str, str]]) -> None:

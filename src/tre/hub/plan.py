@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path, PurePosixPath
 
-from tre.policy import Permit, PermitStatus, Policy, Project
+from tre.policy import Permit, PermitError, Policy, Project
 from tre.settings import Settings
 
 DATA_ROOT = PurePosixPath("/data")
@@ -121,21 +121,12 @@ def _current_permit(policy: Policy, project_id: str, username: str, today: date)
 
 
 def _why_no_permit(policy: Policy, project_id: str, username: str, today: date) -> str:
-    permits = [p for p in policy.permits if p.project == project_id]
-    naming = [p for p in permits if username in p.people]
+    naming = [p for p in policy.permits if p.project == project_id and username in p.people]
     if not naming:
         return f"no permit of project '{project_id}' names you; ask your principal investigator"
     latest = max(naming, key=lambda p: p.expiry)
-    status = latest.status(today)
-    reasons = {
-        PermitStatus.not_started: f"starts on {latest.start}",
-        PermitStatus.expired: f"expired at the end of {latest.expiry}",
-        PermitStatus.revoked: (
-            f"was revoked on {latest.revoked.effective}: {latest.revoked.reason}"
-            if latest.revoked
-            else ""
-        ),
-        PermitStatus.archived: "is archived",
-        PermitStatus.active: "is active",
-    }
-    return f"permit '{latest.id}' of project '{project_id}' {reasons[status]}"
+    try:
+        latest.check_usable(today)
+    except PermitError as exc:
+        return f"{exc} (project '{project_id}')"
+    return f"permit '{latest.id}' of project '{project_id}' does not allow this today"
