@@ -13,7 +13,6 @@ only link from cells to patients.
 
 from __future__ import annotations
 
-import csv
 import io
 import re
 import warnings
@@ -32,6 +31,7 @@ from scipy import sparse  # type: ignore[import-untyped]
 
 from .context import IngestContext
 from .errors import IngestError, InputRejected
+from .linkage import read_linkage_table
 
 SAMPLES_CSV = "samples.csv"
 SAMPLE_COLUMN = "sample_id"
@@ -103,26 +103,10 @@ def read_samples(ctx: IngestContext, table: Path) -> dict[str, LabSample]:
         raise IngestError(
             f"{table}: the single-cell source needs samples.csv (sample_id → patient_id)"
         )
-    try:
-        text = ctx.read_source(table).decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise IngestError(f"{table}: samples.csv is not UTF-8 text") from None
-    reader = csv.DictReader(io.StringIO(text))
-    missing = {"sample_id", "patient_id"} - set(reader.fieldnames or [])
-    if missing:
-        raise IngestError(f"{table}: no column {', '.join(sorted(missing))}")
-    samples: dict[str, LabSample] = {}
-    for line, row in enumerate(reader, start=2):
-        sample_id = (row.get("sample_id") or "").strip()
-        patient_id = (row.get("patient_id") or "").strip()
-        if not sample_id or not patient_id:
-            raise IngestError(f"{table}: row {line} has no sample_id or no patient_id")
-        if sample_id in samples:
-            raise IngestError(f"{table}: row {line} repeats a sample id of an earlier row")
-        samples[sample_id] = LabSample(
-            sample_id, patient_id, (row.get("collected_on") or "").strip()
-        )
-    return samples
+    return {
+        sample_id: LabSample(sample_id, row["patient_id"], row.get("collected_on", ""))
+        for sample_id, row in read_linkage_table(ctx, table, "sample_id").items()
+    }
 
 
 def number_samples(samples: Iterable[LabSample]) -> dict[str, int]:

@@ -29,6 +29,7 @@ from numpy.typing import NDArray
 
 from .context import IngestContext
 from .errors import IngestError, InputRejected
+from .linkage import read_linkage_table
 
 SLIDES_CSV = "slides.csv"
 EXTENSIONS = frozenset({".tif", ".tiff", ".svs"})
@@ -137,31 +138,17 @@ def read_slides(ctx: IngestContext, table: Path) -> dict[str, SlideRow]:
     """slide_id → row of `slides.csv`; an `IngestError` if it is missing or ambiguous."""
     if not table.is_file():
         raise IngestError(f"{table}: the pathology source needs slides.csv (slide_id → patient_id)")
-    try:
-        text = ctx.read_source(table).decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise IngestError(f"{table}: slides.csv is not UTF-8 text") from None
-    reader = csv.DictReader(io.StringIO(text))
-    missing = {"slide_id", "patient_id"} - set(reader.fieldnames or [])
-    if missing:
-        raise IngestError(f"{table}: no column {', '.join(sorted(missing))}")
-    rows: dict[str, SlideRow] = {}
-    for line, record in enumerate(reader, start=2):
-        slide_id = (record.get("slide_id") or "").strip()
-        patient_id = (record.get("patient_id") or "").strip()
-        if not slide_id or not patient_id:
-            raise IngestError(f"{table}: row {line} has no slide_id or no patient_id")
-        if slide_id in rows:
-            raise IngestError(f"{table}: row {line} repeats a slide id of an earlier row")
-        rows[slide_id] = SlideRow(
+    return {
+        slide_id: SlideRow(
             slide_id,
-            patient_id,
-            (record.get("block") or "").strip(),
-            (record.get("stain") or "").strip(),
-            (record.get("cut_on") or "").strip(),
-            (record.get("scanned_at") or "").strip(),
+            row["patient_id"],
+            row.get("block", ""),
+            row.get("stain", ""),
+            row.get("cut_on", ""),
+            row.get("scanned_at", ""),
         )
-    return rows
+        for slide_id, row in read_linkage_table(ctx, table, "slide_id").items()
+    }
 
 
 def parse_name(path: Path) -> tuple[str, str | None]:
