@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help demo stop test check format bench image docs prereqs venv node clean
+.PHONY: help demo stop test check format bench image extension docs prereqs venv node clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -42,7 +42,11 @@ $(PROXY_MODULES): proxy/package-lock.json
 
 node: $(NODE_MODULES) ## Install the Node packages: demo OIDC provider, JupyterHub's proxy
 
-demo: prereqs venv $(NODE_MODULES) ## Set up and run the demo site (see README)
+extension: venv ## Build the workspace's Lab extension wheel (skipped when its sources are unchanged)
+	@scripts/check-node
+	@PATH="$(abspath $(BIN)):$$PATH" scripts/build-extension
+
+demo: prereqs venv $(NODE_MODULES) extension ## Set up and run the demo site (see README)
 	$(BIN)/tre policy validate policies/demo
 	$(BIN)/tre key create --if-missing
 	$(BIN)/tre demo data
@@ -59,7 +63,8 @@ demo: prereqs venv $(NODE_MODULES) ## Set up and run the demo site (see README)
 stop: ## Stop the demo stack (workspace folders and data are kept)
 	@if [ -x $(BIN)/tre ]; then $(BIN)/tre stack stop; else echo "nothing to stop"; fi
 
-test: prereqs venv $(NODE_MODULES) ## Run the whole test suite
+test: prereqs venv $(NODE_MODULES) extension ## Run the whole test suite
+	@scripts/install-prereqs browser
 	@rc=0; $(BIN)/pytest $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$rc
 
@@ -78,8 +83,9 @@ bench: prereqs venv ## Run the benchmarks (side by side with the tools users wou
 	$(BIN)/python bench/pseudonyms.py
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/spawn.py
+	$(BIN)/python bench/audit.py
 
-image: prereqs venv ## Build the workspace image (reused when its inputs are unchanged)
+image: prereqs venv extension ## Build the workspace image (reused when its inputs are unchanged)
 	$(BIN)/tre image build
 
 docs: venv ## Regenerate the generated reference docs
@@ -88,3 +94,6 @@ docs: venv ## Regenerate the generated reference docs
 
 clean: ## Remove the virtual environment (var/ is runtime state and is kept)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache demo-idp/node_modules proxy/node_modules
+	rm -rf extensions/jupyter-tre-lab/node_modules extensions/jupyter-tre-lab/lib \
+		extensions/jupyter-tre-lab/jupyter_tre_lab/labextension
+	rm -f images/workspace/wheels/*.whl images/workspace/wheels/.jupyter-tre-lab.sha256

@@ -74,7 +74,7 @@ from websockets.sync.client import connect  # noqa: E402
 
 import tre.stack  # noqa: E402
 from tests.e2e.hubclient import HubUser, message_of, parse_form  # noqa: E402
-from tests.e2e.test_workspace import free_port, policy_for_today  # noqa: E402
+from tests.e2e.sites import free_port, policy_for_today  # noqa: E402
 from tre.demo.silos import write_demo_silos  # noqa: E402
 from tre.hub.config import PROXY_COMMAND, firewall_rules  # noqa: E402
 from tre.hub.firewall import (  # noqa: E402
@@ -88,7 +88,7 @@ from tre.hub.networks import get_project_network, network_name, remove_project_n
 from tre.ingest import granted_versions, ingest_version  # noqa: E402
 from tre.policy import load_policy  # noqa: E402
 from tre.pseudonym import create_master_key, default_master_key_path  # noqa: E402
-from tre.settings import HubSettings, OidcSettings, Settings  # noqa: E402
+from tre.settings import AuditSettings, HubSettings, OidcSettings, Settings  # noqa: E402
 
 PROJECT = "gbm-linkage"
 TRE_USER = "bob"
@@ -287,6 +287,7 @@ def tre_site(root: Path, image: str, hub_config: Path | None, debug: bool) -> Se
             proxy_api_port=free_port(),
             image=image,
         ),
+        audit=AuditSettings(port=free_port()),
         oidc=OidcSettings(demo_idp_port=free_port()),
     )
     create_master_key(default_master_key_path(settings.keys_dir))

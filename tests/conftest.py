@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,22 @@ import pytest
 from tests.support import DEMO_POLICY, DEMO_TODAY, Edit
 from tre.policy import Policy, load_policy
 from tre.settings import Settings
+
+pytest_plugins = ("pytest_jupyter.jupyter_server",)
+
+
+@pytest.fixture(autouse=True)
+def jp_asyncio_loop() -> Iterator[None]:
+    """pytest-jupyter's autouse event loop, switched off outside tests/extension (where its
+    conftest brings the real one back): Playwright's sync API and the hub tests run their
+    own loops."""
+    yield None
+
+
+@pytest.fixture(autouse=True)
+def jp_server_cleanup() -> Iterator[None]:
+    """pytest-jupyter's autouse server cleanup, likewise only for tests/extension."""
+    yield None
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
@@ -23,6 +23,7 @@ from .policy.schema import stale_schemas, write_schemas
 from .settings import Settings, SettingsError, load_settings
 
 if TYPE_CHECKING:
+    from .audit import AuditStore
     from .pseudonym import OptOutRegister
 
 app = typer.Typer(
@@ -64,6 +65,11 @@ image_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(image_app, name="image")
+audit_app = typer.Typer(
+    help="The audit log: verify its hash chains, show records, prune past retention.",
+    no_args_is_help=True,
+)
+app.add_typer(audit_app, name="audit")
 
 out = Console(soft_wrap=True, highlight=False)
 err = Console(stderr=True, soft_wrap=True, highlight=False)
@@ -522,3 +528,168 @@ def image_build(
         f"{info.tag} ({state} in {info.seconds:.0f} s, {info.size_bytes / 1e9:.2f} GB); "
         f"also tagged {info.latest}"
     )
+
+
+def _audit_store(ctx: typer.Context) -> AuditStore:
+    from .audit import AuditStoreError, open_store
+
+    try:
+        return open_store(_settings(ctx))
+    except AuditStoreError as exc:
+        _fail(exc)
+
+
+def _parse_when(value: str | None, option: str, *, end_of_day: bool = False) -> datetime | None:
+    """A date (whole day, UTC) or an ISO date-time (UTC unless it says otherwise)."""
+    if value is None:
+        return None
+    try:
+        if len(value) == 10:
+            day = datetime.combine(date.fromisoformat(value), datetime.min.time(), UTC)
+            return day + timedelta(days=1) if end_of_day else day
+        when = datetime.fromisoformat(value)
+    except ValueError as exc:
+        err.print(
+            f"[red]error:[/red] {option} {value!r} is not a date; expected YYYY-MM-DD "
+            "or YYYY-MM-DDTHH:MM[:SS][+00:00]"
+        )
+        raise typer.Exit(2) from exc
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+@audit_app.command("verify")
+def audit_verify(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Recompute every chain in the database and the files; exit 1 naming the first broken
+    record of each, and any record the two copies disagree on."""
+    store = _audit_store(ctx)
+    report = store.verify()
+    if as_json:
+        payload = {
+            "ok": report.ok,
+            "chains": {c: {"database": d, "file": f} for c, (d, f) in report.counts.items()},
+            "problems": [
+                {
+                    "project": p.project,
+                    "copy": p.copy,
+                    "kind": str(p.kind),
+                    "seq": p.seq,
+                    "line": p.line,
+                    "where": p.where,
+                    "message": p.message,
+                }
+                for p in report.problems
+            ],
+        }
+        typer.echo(json.dumps(payload, indent=2))
+    else:
+        table = Table("chain", "database", "file", title=f"Audit log ({store.log_dir})")
+        for chain, (in_db, in_file) in report.counts.items():
+            table.add_row(chain, str(in_db), str(in_file))
+        out.print(table)
+        for problem in report.problems:
+            err.print(f"[red]broken:[/red] {problem}")
+        if report.ok:
+            out.print(f"[green]ok[/green]: {len(report.counts)} chain(s) verify in both copies")
+    raise typer.Exit(0 if report.ok else 1)
+
+
+@audit_app.command("show")
+def audit_show(
+    ctx: typer.Context,
+    project: Annotated[str | None, typer.Option(help="Only this project's chain.")] = None,
+    user: Annotated[str | None, typer.Option(help="Only records whose actor is this user.")] = None,
+    since: Annotated[
+        str | None, typer.Option(help="From this day (YYYY-MM-DD, UTC) or date-time on.")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="Up to and including this day, or before this date-time.")
+    ] = None,
+    kind: Annotated[str | None, typer.Option(help="Only records of this kind.")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="At most this many records.")] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="The records as stored: one JSON line each.")
+    ] = False,
+) -> None:
+    """List audit records from the database, oldest first."""
+    from .audit import AuditStoreError, EventKind
+
+    event_kind = None
+    if kind is not None:
+        try:
+            event_kind = EventKind(kind)
+        except ValueError as exc:
+            err.print(
+                f"[red]error:[/red] --kind {kind!r} is not a kind of audit record; "
+                f"allowed: {', '.join(k.value for k in EventKind)}"
+            )
+            raise typer.Exit(2) from exc
+    try:
+        records = _audit_store(ctx).show(
+            project=project,
+            user=user,
+            since=_parse_when(since, "--since"),
+            until=_parse_when(until, "--until", end_of_day=True),
+            kind=event_kind,
+            limit=limit,
+        )
+    except AuditStoreError as exc:
+        _fail(exc)
+    if as_json:
+        for record in records:
+            typer.echo(record.line())
+        return
+    table = Table("at (UTC)", "project", "seq", "kind", "actor", "server", "permit", "detail")
+    for r in records:
+        detail = json.dumps(r.detail, ensure_ascii=False)
+        table.add_row(
+            r.at.strftime("%Y-%m-%d %H:%M:%S"),
+            r.project,
+            str(r.seq),
+            str(r.kind),
+            r.actor,
+            r.server or "",
+            r.permit or "",
+            detail if len(detail) <= 80 else detail[:79] + "…",
+        )
+    out.print(table)
+    out.print(f"{len(records)} record(s)")
+
+
+@audit_app.command("prune")
+def audit_prune(
+    ctx: typer.Context,
+    before: Annotated[
+        str | None,
+        typer.Option(help="Remove records older than this day; default today - retention_days."),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Only say what would be removed.")
+    ] = False,
+) -> None:
+    """Remove records older than the retention period, leaving an anchor in each chain."""
+    from .audit import AuditStoreError
+
+    settings = _settings(ctx)
+    oldest_kept = date.today() - timedelta(days=settings.audit.retention_days)
+    day = _parse_day(before, "--before") if before else oldest_kept
+    if day > oldest_kept:
+        _fail(
+            f"--before {day} would remove records younger than audit.retention_days "
+            f"({settings.audit.retention_days} days); the latest allowed is {oldest_kept}"
+        )
+    cutoff = datetime.combine(day, datetime.min.time(), UTC)
+    try:
+        results = _audit_store(ctx).prune(cutoff, dry_run=dry_run)
+    except AuditStoreError as exc:
+        _fail(exc)
+    verb = "would remove" if dry_run else "removed"
+    for result in results:
+        out.print(
+            f"{result.project}: {verb} {result.removed} record(s) up to seq "
+            f"{result.last_removed_seq}; {result.kept} kept"
+        )
+    if not results:
+        out.print(f"nothing older than {day}")

@@ -81,8 +81,49 @@ class HubSettings(BaseModel):
     idle_timeout: int = Field(
         default=3600, ge=60, description="Seconds of inactivity before a workspace is stopped."
     )
+    max_content_read_bytes: int = Field(
+        default=25 << 20,
+        ge=1024,
+        description=(
+            "Largest file the workspace's contents API sends to the browser; larger files "
+            "are read by code in the kernel (audited), not downloaded."
+        ),
+    )
     permit_check_interval: int = Field(
         default=30, ge=5, le=60, description="Seconds between checks that stop ended permits."
+    )
+
+
+class AuditSettings(BaseModel):
+    """The hub-side audit service and log that every workspace writes to."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    port: int = Field(
+        default=8082,
+        ge=1,
+        le=65535,
+        description="Port of the audit service, reached by workspaces on their network gateway.",
+    )
+    db_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the audit database; default SQLite under var/db.",
+    )
+    retention_days: int = Field(
+        default=400,
+        ge=365,
+        description="Days audit records are kept (EHDS: at least one year).",
+    )
+    max_record_bytes: int = Field(
+        default=1 << 20,
+        ge=1024,
+        description="Largest record (e.g. a code cell) accepted; larger ones are refused.",
+    )
+    confirm_timeout: float = Field(
+        default=5.0,
+        gt=0,
+        le=60,
+        description="Seconds a workspace waits for the service to confirm a record.",
     )
 
 
@@ -101,6 +142,7 @@ class Settings(BaseModel):
     )
 
     hub: HubSettings = Field(default_factory=HubSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
     oidc: OidcSettings = Field(default_factory=OidcSettings)
 
     @property

@@ -3,12 +3,15 @@
 `docker_engine` is the engine (a loud skip when it does not answer, a failure
 when the environment variable CI is set); `base_image` and `workspace_image`
 are the tags of the base and workspace images, built (or found: the base by
-its tag, the workspace by its content hash) once per test run.
+its tag, the workspace by its content hash) once per test run, after the Lab
+extension wheel the image requires.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
@@ -41,6 +44,27 @@ def _unavailable(message: str) -> NoReturn:
     pytest.skip(f"SKIPPED LOUDLY: {message}")
 
 
+REPO = Path(__file__).resolve().parents[2]
+
+
+def build_extension_wheel() -> None:
+    """The Lab extension wheel the image needs (`make extension`; a no-op when up to date)."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
+    result = subprocess.run(
+        [str(REPO / "scripts" / "build-extension")],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        pytest.fail(
+            f"building the Lab extension wheel failed:\n{result.stdout[-3000:]}"
+            f"\n{result.stderr[-3000:]}",
+            pytrace=False,
+        )
+
+
 @pytest.fixture(scope="session")
 def docker_engine() -> DockerCli:
     """A docker client whose engine answers."""
@@ -68,6 +92,7 @@ def workspace_build(
     # The build needs a BuildKit-capable client; an engine without one is a
     # broken setup, not an absent one, so this fails rather than skips.
     docker = find_docker()
+    build_extension_wheel()
     before = frozenset(docker.image_ids(include_intermediate=True))
     info = build_workspace_image(docker=docker, tmp_dir=tmp_path_factory.mktemp("image-build"))
     after = frozenset(docker.image_ids(include_intermediate=True))

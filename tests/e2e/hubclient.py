@@ -11,6 +11,8 @@ import json
 import re
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from html.parser import HTMLParser
@@ -18,7 +20,12 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import requests
-from websockets.sync.client import connect
+from websockets.sync.client import ClientConnection, connect
+from websockets.typing import Subprotocol
+
+LEGACY = "legacy"
+V1 = "v1.kernel.websocket.jupyter.org"
+"""The two kernel websocket protocols: JSON text frames, and jupyter_server's binary v1."""
 
 
 class Form(HTMLParser):
@@ -170,59 +177,179 @@ class HubUser:
         headers = {"X-XSRFToken": self.xsrf(prefix), **kwargs.pop("headers", {})}
         return self._checked(method, self.url(prefix + "api" + path), headers=headers, **kwargs)
 
-    def execute(self, server: str, code: str, timeout: float = 120) -> str:
-        """Run `code` in a new Python kernel over the websocket; return its stdout."""
-        kernel = self.server_api(server, "POST", "/kernels", json={"name": "python3"})
-        assert kernel.status_code == 201, kernel.text
-        kernel_id = kernel.json()["id"]
+    def execute(self, server: str, code: str, timeout: float = 120, protocol: str = LEGACY) -> str:
+        """Run `code` in a new Python kernel over the websocket; return its stdout
+        (raises `KernelError` when the cell fails or is refused)."""
+        with self.kernel(server, protocol=protocol) as kernel:
+            return kernel.run(code, timeout).raise_for_error()
+
+    @contextmanager
+    def kernel(
+        self, server: str, protocol: str = LEGACY, headers: dict[str, str] | None = None
+    ) -> Iterator[KernelChannel]:
+        """A new Python kernel and one websocket to it, shut down afterwards.
+
+        `headers` replace the login cookie (e.g. `Authorization: token ...`)."""
+        created = self.server_api(server, "POST", "/kernels", json={"name": "python3"})
+        assert created.status_code == 201, created.text
+        kernel_id = created.json()["id"]
         try:
-            return self._run(server, kernel_id, code, timeout)
+            with self.channel(server, kernel_id, protocol, headers) as channel:
+                yield channel
         finally:
             self.server_api(server, "DELETE", f"/kernels/{kernel_id}")
 
-    def _run(self, server: str, kernel_id: str, code: str, timeout: float) -> str:
+    @contextmanager
+    def channel(
+        self,
+        server: str,
+        kernel_id: str,
+        protocol: str = LEGACY,
+        headers: dict[str, str] | None = None,
+    ) -> Iterator[KernelChannel]:
         base = self.public_url.replace("http://", "ws://").rstrip("/")
         url = f"{base}/user/{self.username}/{server}/api/kernels/{kernel_id}/channels"
-        cookies = "; ".join(f"{c.name}={c.value}" for c in self.session.cookies)
-        msg_id = uuid.uuid4().hex
-        message = {
+        if headers is None:
+            cookies = "; ".join(f"{c.name}={c.value}" for c in self.session.cookies)
+            headers = {"Cookie": cookies}
+        subprotocols = [Subprotocol(V1)] if protocol == V1 else None
+        with connect(
+            url, additional_headers=headers, subprotocols=subprotocols, open_timeout=30
+        ) as ws:
+            assert ws.subprotocol == (V1 if protocol == V1 else None), ws.subprotocol
+            yield KernelChannel(ws, protocol, self.username)
+
+
+class KernelError(RuntimeError):
+    def __init__(self, ename: str, evalue: str, traceback: list[str]) -> None:
+        super().__init__("\n".join(traceback) or f"{ename}: {evalue}")
+        self.ename, self.evalue = ename, evalue
+
+
+@dataclass
+class Result:
+    msg_id: str
+    stdout: str = ""
+    error: KernelError | None = None
+    reply_status: str | None = None
+
+    def raise_for_error(self) -> str:
+        if self.error is not None:
+            raise self.error
+        return self.stdout
+
+
+def encode_v1(channel: str, parts: list[bytes]) -> bytes:
+    """jupyter_server's v1 frame: offset count, offsets (8-byte little endian), channel, parts."""
+    chan = channel.encode()
+    offsets = [8 * (1 + 1 + len(parts) + 1)]
+    offsets.append(offsets[-1] + len(chan))
+    for part in parts:
+        offsets.append(offsets[-1] + len(part))
+    head = len(offsets).to_bytes(8, "little") + b"".join(o.to_bytes(8, "little") for o in offsets)
+    return head + chan + b"".join(parts)
+
+
+def decode_v1(frame: bytes) -> tuple[str, list[bytes]]:
+    count = int.from_bytes(frame[:8], "little")
+    offsets = [int.from_bytes(frame[8 * (i + 1) : 8 * (i + 2)], "little") for i in range(count)]
+    channel = frame[offsets[0] : offsets[1]].decode()
+    return channel, [frame[offsets[i] : offsets[i + 1]] for i in range(1, count - 1)]
+
+
+@dataclass
+class KernelChannel:
+    """One kernel websocket in one protocol; `run` sends an execute_request and reads the
+    replies to it (other messages are skipped)."""
+
+    ws: ClientConnection
+    protocol: str
+    username: str
+    session: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def message(self, msg_type: str, content: dict[str, Any], channel: str) -> dict[str, Any]:
+        return {
             "header": {
-                "msg_id": msg_id,
+                "msg_id": uuid.uuid4().hex,
                 "username": self.username,
-                "session": uuid.uuid4().hex,
-                "msg_type": "execute_request",
+                "session": self.session,
+                "msg_type": msg_type,
                 "version": "5.3",
                 "date": datetime.now(UTC).isoformat(),
             },
             "parent_header": {},
             "metadata": {},
-            "content": {
-                "code": code,
-                "silent": False,
-                "store_history": False,
-                "user_expressions": {},
-                "allow_stdin": False,
-                "stop_on_error": True,
-            },
-            "channel": "shell",
+            "content": content,
+            "channel": channel,
             "buffers": [],
         }
-        out: list[str] = []
+
+    def send(self, message: dict[str, Any]) -> None:
+        if self.protocol == V1:
+            parts = [
+                json.dumps(message[k]).encode()
+                for k in ("header", "parent_header", "metadata", "content")
+            ]
+            self.ws.send(encode_v1(message["channel"], parts))
+        else:
+            self.ws.send(json.dumps(message))
+
+    def send_raw(self, frame: str | bytes) -> None:
+        self.ws.send(frame)
+
+    def receive(self, timeout: float) -> dict[str, Any]:
+        frame = self.ws.recv(timeout=timeout)
+        if self.protocol == V1:
+            assert isinstance(frame, bytes), "a v1 connection sent a text frame"
+            channel, parts = decode_v1(frame)
+            header, parent, metadata, content = (json.loads(p) for p in parts[:4])
+            return {
+                "channel": channel,
+                "header": header,
+                "parent_header": parent,
+                "metadata": metadata,
+                "content": content,
+            }
+        loaded: dict[str, Any] = json.loads(frame)
+        return loaded
+
+    def execute_request(self, code: str) -> dict[str, Any]:
+        content = {
+            "code": code,
+            "silent": False,
+            "store_history": False,
+            "user_expressions": {},
+            "allow_stdin": False,
+            "stop_on_error": True,
+        }
+        return self.message("execute_request", content, "shell")
+
+    def run(self, code: str, timeout: float = 120) -> Result:
+        message = self.execute_request(code)
+        self.send(message)
+        return self.collect(message["header"]["msg_id"], timeout)
+
+    def collect(self, msg_id: str, timeout: float = 120) -> Result:
+        """Read until the kernel (or the server on its behalf) reports idle for `msg_id`."""
+        result = Result(msg_id)
         deadline = time.monotonic() + timeout
-        with connect(url, additional_headers={"Cookie": cookies}, open_timeout=30) as ws:
-            ws.send(json.dumps(message))
-            while time.monotonic() < deadline:
-                reply = json.loads(ws.recv(timeout=max(1.0, deadline - time.monotonic())))
-                if reply.get("parent_header", {}).get("msg_id") != msg_id:
-                    continue
-                kind = reply["header"]["msg_type"]
-                if kind == "stream":
-                    out.append(reply["content"]["text"])
-                elif kind == "error":
-                    raise RuntimeError("\n".join(reply["content"]["traceback"]))
-                elif kind == "status" and reply["content"]["execution_state"] == "idle":
-                    return "".join(out)
-        raise TimeoutError("no idle status from the kernel")
+        while time.monotonic() < deadline:
+            reply = self.receive(max(1.0, deadline - time.monotonic()))
+            if reply.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            kind = reply["header"]["msg_type"]
+            content = reply["content"]
+            if kind == "stream":
+                result.stdout += content["text"]
+            elif kind == "error":
+                result.error = KernelError(
+                    content["ename"], content["evalue"], content.get("traceback", [])
+                )
+            elif kind == "execute_reply":
+                result.reply_status = content.get("status")
+            elif kind == "status" and content["execution_state"] == "idle":
+                return result
+        raise TimeoutError(f"no idle status for {msg_id} within {timeout} s")
 
 
 def message_of(page: requests.Response) -> str:

@@ -13,13 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
-import shutil
-import socket
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 
 import docker
@@ -27,13 +23,8 @@ import pytest
 
 from tests.e2e.hubclient import HubUser, error_of, message_of
 from tests.e2e.netns import HostListener, OutsideHost, main_address
-from tests.support import DEMO_POLICY
-from tre.audit import AuditLog, EventKind
-from tre.ingest import granted_versions, ingest_version
-from tre.policy import load_policy
-from tre.pseudonym import create_master_key, default_master_key_path
-from tre.settings import HubSettings, OidcSettings, Settings
-from tre.stack import Stack
+from tests.e2e.sites import Site, running_site
+from tre.audit import EventKind
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(2400)]
 
@@ -51,89 +42,12 @@ GBM_DATASETS = sorted(
 )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def policy_for_today(target: Path, today: date) -> None:
-    """The demo policy with dates moved so that it holds on the day the test runs:
-    gbm-linkage current; hf-outcomes expired yesterday."""
-    shutil.copytree(DEMO_POLICY, target)
-    permits = target / "permits.yaml"
-    text = permits.read_text(encoding="utf-8")
-    blocks = text.split("\n  - id: ")
-    gbm = (today - timedelta(days=60), today - timedelta(days=30), today + timedelta(days=365))
-    hf = (today - timedelta(days=400), today - timedelta(days=390), today - timedelta(days=1))
-    for i, (issued, start, expiry) in ((1, gbm), (2, hf)):
-        block = blocks[i]
-        block = re.sub(r"issued: \S+", f"issued: {issued}", block)
-        block = re.sub(r"start: \S+", f"start: {start}", block)
-        block = re.sub(r"expiry: \S+", f"expiry: {expiry}", block)
-        blocks[i] = block
-    permits.write_text("\n  - id: ".join(blocks), encoding="utf-8")
-
-
-@dataclass
-class Site:
-    settings: Settings
-    stack: Stack
-    policy_dir: Path
-
-    @property
-    def url(self) -> str:
-        return self.settings.hub.public_url
-
-    def user(self, name: str) -> HubUser:
-        user = HubUser(self.url, name)
-        page = user.log_in()
-        assert page.status_code == 200 and page.url.endswith("/hub/home"), message_of(page)[:300]
-        return user
-
-    def audit(self) -> list[tuple[EventKind, str, str | None]]:
-        log = AuditLog(self.settings.logs_dir / "audit" / "audit.jsonl")
-        return [(e.event.kind, e.event.actor, e.event.project) for e in log.entries()]
-
-
 @pytest.fixture(scope="module")
 def site(
     tmp_path_factory: pytest.TempPathFactory, demo_silos: Path, workspace_image: str
 ) -> Iterator[Site]:
-    root = tmp_path_factory.mktemp("workspace-site")
-    today = date.today()
-    policy_dir = root / "policy"
-    policy_for_today(policy_dir, today)
-    var = root / "var"
-    var.mkdir()
-    (var / "silos").symlink_to(demo_silos, target_is_directory=True)
-    settings = Settings(
-        policy_dir=policy_dir,
-        var_dir=var,
-        hub=HubSettings(
-            public_url=f"http://127.0.0.1:{free_port()}",
-            hub_port=free_port(),
-            proxy_api_port=free_port(),
-            image=workspace_image,
-            mem_limit="2G",
-            permit_check_interval=5,
-        ),
-        oidc=OidcSettings(demo_idp_port=free_port()),
-    )
-    create_master_key(default_master_key_path(settings.keys_dir))
-    policy = load_policy(policy_dir, today)
-    for dataset, version, _ in granted_versions(settings, policy, PROJECT, today):
-        ingest_version(settings, policy, PROJECT, dataset, version, today=today)
-    stack = Stack(settings)
-    stack.start()
-    try:
-        yield Site(settings, stack, policy_dir)
-    finally:
-        stack.stop()
-        client = docker.from_env()
-        for container in client.containers.list(all=True, filters={"name": "tre-"}):
-            if container.labels.get("org.jupyter-tre.project"):
-                container.remove(force=True)
+    with running_site(tmp_path_factory.mktemp("workspace-site"), demo_silos, workspace_image) as s:
+        yield s
 
 
 @pytest.fixture(scope="module")

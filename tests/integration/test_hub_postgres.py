@@ -12,7 +12,7 @@ import pytest
 from tests.e2e.hubclient import HubUser
 from tests.postgres import createdb, postgres_server
 from tests.support import DEMO_POLICY
-from tre.settings import HubSettings, OidcSettings, Settings
+from tre.settings import AuditSettings, HubSettings, OidcSettings, Settings
 from tre.stack import Stack
 
 pytestmark = pytest.mark.slow
@@ -35,9 +35,10 @@ def test_the_hub_keeps_its_state_in_postgresql(tmp_path: Path) -> None:
             hub=HubSettings(
                 public_url=f"http://127.0.0.1:{free_port()}",
                 hub_port=free_port(),
-            proxy_api_port=free_port(),
+                proxy_api_port=free_port(),
                 db_url=pg.url("jupyterhub"),
             ),
+            audit=AuditSettings(port=free_port()),
             oidc=OidcSettings(demo_idp_port=free_port()),
         )
         with Stack(settings):

@@ -22,6 +22,13 @@ class EventKind(StrEnum):
     execute = "execute"
     file_saved = "file_saved"
     kernel_event = "kernel_event"
+    audit_pruned = "audit_pruned"
+
+
+WORKSPACE_KINDS: frozenset[EventKind] = frozenset(
+    {EventKind.execute, EventKind.file_saved, EventKind.kernel_event}
+)
+"""The kinds a workspace may send to the audit service; every other kind is the TRE's own."""
 
 
 class AuditEvent(BaseModel):
@@ -33,5 +40,8 @@ class AuditEvent(BaseModel):
     actor: str = Field(description="Username, or 'system:<component>' for the TRE itself.")
     project: str | None = None
     permit: str | None = None
+    server: str | None = Field(
+        default=None, description="The workspace's server name (the project's named server)."
+    )
     at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     detail: dict[str, Any] = Field(default_factory=dict)

@@ -22,9 +22,10 @@ PROXY_COMMAND = REPO / "proxy" / "node_modules" / ".bin" / "configurable-http-pr
 
 
 def allowed_ports(settings: Settings) -> list[int]:
-    """Ports on its network gateway that a workspace may reach: the hub API (and, later,
-    the hub-side services). Everything else on the host is closed to workspaces."""
-    return [settings.hub.hub_port]
+    """Ports on its network gateway that a workspace may reach: the hub API and the audit
+    service (and, later, the other hub-side services). Everything else on the host is
+    closed to workspaces."""
+    return [settings.hub.hub_port, settings.audit.port]
 
 
 def firewall_rules(settings: Settings) -> Ruleset:
@@ -123,6 +124,13 @@ def configure(c: Any, settings: Settings) -> None:
             "command": [sys.executable, "-m", "tre.hub.permit_watch"],
             "environment": {"TRE_SETTINGS": str(settings_file_for(settings))},
         },
+        {
+            # Workspaces write each execution and save here first. No `url`: the service
+            # is reached on the project networks' gateways only, never through the proxy.
+            "name": "tre-audit",
+            "command": [sys.executable, "-m", "tre.audit.service"],
+            "environment": {"TRE_SETTINGS": str(settings_file_for(settings))},
+        },
     ]
     c.JupyterHub.load_roles = [
         *load_roles(policy.site.identity),
@@ -135,6 +143,12 @@ def configure(c: Any, settings: Settings) -> None:
             "name": "permit-watch",
             "scopes": ["list:users", "read:users", "read:servers", "delete:servers"],
             "services": ["permit-watch"],
+        },
+        {
+            # Reads each server's user_options (its project); tokens identify themselves.
+            "name": "tre-audit",
+            "scopes": ["read:servers"],
+            "services": ["tre-audit"],
         },
     ]
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from tre.audit import AuditEvent, AuditLog, EventKind
+from tre.audit import AuditEvent, AuditStore, EventKind, can_name_chain, open_store
 from tre.policy import Policy, PolicyError, load_policy
 from tre.settings import Settings, load_settings
 
@@ -78,7 +78,7 @@ class HubApi:
         self.request("DELETE", path)
 
 
-def run_once(api: HubApi, settings: Settings, audit: AuditLog) -> list[Stop]:
+def run_once(api: HubApi, settings: Settings, audit: AuditStore) -> list[Stop]:
     try:
         policy = load_policy(settings.policy_dir)
     except PolicyError:
@@ -92,8 +92,9 @@ def run_once(api: HubApi, settings: Settings, audit: AuditLog) -> list[Stop]:
             AuditEvent(
                 kind=EventKind.permit_ended_stop,
                 actor="system:permit-watch",
-                project=stop.project,
-                detail={"user": stop.username, "server": stop.server, "reason": stop.reason},
+                project=stop.project if can_name_chain(stop.project) else None,
+                server=stop.server or None,
+                detail={"user": stop.username, "project": stop.project, "reason": stop.reason},
             )
         )
     return stops
@@ -104,7 +105,7 @@ def main() -> None:  # pragma: no cover - run by JupyterHub as a managed service
     settings_file = os.environ.get("TRE_SETTINGS")
     settings = load_settings(Path(settings_file) if settings_file else None)
     api = HubApi(os.environ["JUPYTERHUB_API_URL"], os.environ["JUPYTERHUB_API_TOKEN"])
-    audit = AuditLog(settings.logs_dir / "audit" / "audit.jsonl")
+    audit = open_store(settings)
     while True:
         try:
             run_once(api, settings, audit)

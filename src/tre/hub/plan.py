@@ -49,7 +49,7 @@ def spawnable(policy: Policy, username: str, today: date) -> list[tuple[Project,
     """The projects `username` may open a workspace for today, with the permit that allows it."""
     found = []
     for project in policy.projects:
-        permit = _current_permit(policy, project.id, username, today)
+        permit = policy.current_permit(project.id, username, today)
         if permit is not None:
             found.append((project, permit))
     return found
@@ -61,7 +61,7 @@ def check_spawn(
     project = policy.project(project_id)
     if project is None or not project.is_member(username):
         raise SpawnRefused(f"you are not a member of a project called '{project_id}'")
-    permit = _current_permit(policy, project_id, username, today)
+    permit = policy.current_permit(project_id, username, today)
     if permit is None:
         raise SpawnRefused(_why_no_permit(policy, project_id, username, today))
     mounts = []
@@ -110,14 +110,6 @@ def can_spawn(
     except SpawnRefused:
         return False
     return True
-
-
-def _current_permit(policy: Policy, project_id: str, username: str, today: date) -> Permit | None:
-    """The permit that lets `username` work on the project today (latest expiry wins)."""
-    usable = [
-        p for p in policy.permits if p.project == project_id and p.can_person(username, today)
-    ]
-    return max(usable, key=lambda p: (p.expiry, p.id)) if usable else None
 
 
 def _why_no_permit(policy: Policy, project_id: str, username: str, today: date) -> str:

@@ -25,7 +25,7 @@ from jupyterhub.utils import url_path_join
 from tornado import web
 from traitlets import Float, Unicode
 
-from tre.audit import AuditEvent, AuditLog, EventKind
+from tre.audit import AuditEvent, EventKind, can_name_chain, open_store
 from tre.policy import load_policy
 from tre.settings import Settings, load_settings
 
@@ -33,7 +33,7 @@ from .config import firewall_rules
 from .datasets import DatasetUnavailable, VerificationCache, check_dataset
 from .firewall import FirewallError, check_rules
 from .networks import ProjectNetwork, ProjectNetworkError, ensure_project_network
-from .plan import WORK_DIR, SpawnPlan, SpawnRefused, check_spawn, spawnable
+from .plan import DATA_ROOT, WORK_DIR, SpawnPlan, SpawnRefused, check_spawn, spawnable
 
 WORKSPACE_UID = 1000
 WORKSPACE_GID = 100
@@ -61,6 +61,22 @@ def hardening(settings: Settings) -> dict[str, Any]:
         "tmpfs": {"/tmp": "rw,nosuid,nodev,size=1g,mode=1777"},  # noqa: S108
         "pids_limit": settings.hub.pids_limit,
         "privileged": False,
+    }
+
+
+def workspace_extension_env(
+    settings: Settings, plan: SpawnPlan, network: ProjectNetwork
+) -> dict[str, str]:
+    """What the workspace's server extension (jupyter-tre-lab) needs: where the audit
+    service answers, the limits it enforces and whether terminals are allowed. The
+    extension refuses every execution when the audit URL is missing (fail closed)."""
+    return {
+        "TRE_AUDIT_URL": network.hub_url(settings.audit.port),
+        "TRE_AUDIT_TIMEOUT": str(settings.audit.confirm_timeout),
+        "TRE_MAX_RECORD_BYTES": str(settings.audit.max_record_bytes),
+        "TRE_MAX_CONTENT_BYTES": str(settings.hub.max_content_read_bytes),
+        "TRE_DATA_ROOT": str(DATA_ROOT),
+        "TRE_TERMINALS_ALLOWED": "1" if plan.terminals_allowed else "0",
     }
 
 
@@ -109,10 +125,18 @@ class ProjectSpawner(DockerSpawner):  # type: ignore[misc]
     def _audit(
         self, kind: EventKind, project: str | None, permit: str | None, **detail: Any
     ) -> None:
-        log = AuditLog(self.tre_settings.logs_dir / "audit" / "audit.jsonl")
-        log.append(
+        detail.pop("server", None)  # a field of its own now
+        if project is not None and not can_name_chain(project):
+            # A refused spawn may name any project: keep what was asked, in the site chain.
+            detail["requested_project"], project = project, None
+        open_store(self.tre_settings).append(
             AuditEvent(
-                kind=kind, actor=self.user.name, project=project, permit=permit, detail=detail
+                kind=kind,
+                actor=self.user.name,
+                project=project,
+                permit=permit,
+                server=self.name or None,
+                detail=detail,
             )
         )
 
@@ -233,7 +257,11 @@ class ProjectSpawner(DockerSpawner):  # type: ignore[misc]
         self.notebook_dir = str(WORK_DIR)
         self.default_url = "/lab"
         self.disable_user_config = True
-        self.environment = {**CONTAINER_ENV, **plan.environment}
+        self.environment = {
+            **CONTAINER_ENV,
+            **plan.environment,
+            **workspace_extension_env(settings, plan, network),
+        }
         self.args = [
             f"--ServerApp.terminals_enabled={plan.terminals_allowed}",
             # No language servers are installed; its start-up scan only slows the first kernel.

@@ -20,7 +20,7 @@ from .. import __version__
 from .base import DEFAULT_BASE_TAG, BaseImage, build_base_image
 from .docker import DockerCli, find_docker
 from .errors import ImageBuildError
-from .inputs import BuildInputs, assemble_context, content_hash, read_context
+from .inputs import WHEELS_DIR, BuildInputs, assemble_context, content_hash, read_context
 from .progress import Progress, no_progress
 
 DEFAULT_REPOSITORY = "jupyter-tre/workspace"
@@ -102,6 +102,31 @@ def buildkit_step(line: str) -> tuple[str, int, int] | None:
     return stage, int(match.group("done")) - 1, int(match.group("total"))
 
 
+REQUIRED_WHEELS = ("jupyter_tre_lab",)
+"""Distributions (wheel-file spelling) the workspace image cannot be built without."""
+
+
+def check_required_wheels(context: Path, required: Sequence[str]) -> None:
+    """Raise `ImageBuildError` unless a wheel of every `required` distribution is in the
+    context's wheels folder (exactly one each: two versions would be ambiguous)."""
+    for name in required:
+        found = sorted((context / WHEELS_DIR).glob(f"{name}-*.whl"))
+        if not found:
+            raise ImageBuildError(
+                f"{context_wheels_hint(name)}: no {name} wheel to install; build it with "
+                "`make extension` (scripts/build-extension)"
+            )
+        if len(found) > 1:
+            raise ImageBuildError(
+                f"{context_wheels_hint(name)}: {len(found)} {name} wheels "
+                f"({', '.join(p.name for p in found)}); keep exactly one"
+            )
+
+
+def context_wheels_hint(name: str) -> str:
+    return f"images/workspace/{WHEELS_DIR}/{name}-*.whl"
+
+
 def resolve_ca_bundle(ca_bundle: Path | None) -> Path | None:
     """The bundle to hand the build: the given one (which must exist), else the host's, if any."""
     if ca_bundle is not None:
@@ -117,6 +142,7 @@ def build_workspace_image(
     base: str = DEFAULT_BASE_TAG,
     repository: str = DEFAULT_REPOSITORY,
     extension_wheels: Sequence[Path] = (),
+    required_wheels: Sequence[str] = REQUIRED_WHEELS,
     ca_bundle: Path | None = None,
     pip_index_url: str | None = None,
     debian_sources: Sequence[str] | None = None,
@@ -150,6 +176,7 @@ def build_workspace_image(
     with tempfile.TemporaryDirectory(prefix="tre-workspace-", dir=tmp_dir) as work:
         context = Path(work) / "context"
         assemble_context(context_dir, extension_wheels, context)
+        check_required_wheels(context, required_wheels)
         args = build_args(base=base, version=__version__, pip_index_url=pip_index_url)
         digest = content_hash(
             BuildInputs(read_context(context), {**args, BASE_ID_INPUT: base_id or base})

@@ -58,3 +58,9 @@ class Policy(PolicyModel):
     def usable_permits(self, username: str, today: date) -> tuple[Permit, ...]:
         """Permits that let `username` work today, one workspace each."""
         return tuple(p for p in self.permits if p.can_person(username, today))
+
+    def current_permit(self, project_id: str, username: str, today: date) -> Permit | None:
+        """The permit under which `username` works on the project today: of the usable
+        ones, the latest-ending (then the highest id), as the spawner and the audit agree."""
+        usable = [p for p in self.usable_permits(username, today) if p.project == project_id]
+        return max(usable, key=lambda p: (p.expiry, p.id)) if usable else None

@@ -1,0 +1,113 @@
+"""A whole demo site for end-to-end tests: policy dated for today, data really
+ingested, the real OIDC provider, JupyterHub, its proxy and its services."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+
+import docker
+
+from tests.e2e.hubclient import HubUser, message_of
+from tests.support import DEMO_POLICY
+from tre.audit import SITE_CHAIN, EventKind, open_store
+from tre.ingest import granted_versions, ingest_version
+from tre.policy import load_policy
+from tre.pseudonym import create_master_key, default_master_key_path
+from tre.settings import AuditSettings, HubSettings, OidcSettings, Settings
+from tre.stack import Stack
+
+PROJECT = "gbm-linkage"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def policy_for_today(target: Path, today: date) -> None:
+    """The demo policy with dates moved so that it holds on the day the test runs:
+    gbm-linkage current; hf-outcomes expired yesterday."""
+    shutil.copytree(DEMO_POLICY, target)
+    permits = target / "permits.yaml"
+    text = permits.read_text(encoding="utf-8")
+    blocks = text.split("\n  - id: ")
+    gbm = (today - timedelta(days=60), today - timedelta(days=30), today + timedelta(days=365))
+    hf = (today - timedelta(days=400), today - timedelta(days=390), today - timedelta(days=1))
+    for i, (issued, start, expiry) in ((1, gbm), (2, hf)):
+        block = blocks[i]
+        block = re.sub(r"issued: \S+", f"issued: {issued}", block)
+        block = re.sub(r"start: \S+", f"start: {start}", block)
+        block = re.sub(r"expiry: \S+", f"expiry: {expiry}", block)
+        blocks[i] = block
+    permits.write_text("\n  - id: ".join(blocks), encoding="utf-8")
+
+
+@dataclass
+class Site:
+    settings: Settings
+    stack: Stack
+    policy_dir: Path
+
+    @property
+    def url(self) -> str:
+        return self.settings.hub.public_url
+
+    def user(self, name: str) -> HubUser:
+        user = HubUser(self.url, name)
+        page = user.log_in()
+        assert page.status_code == 200 and page.url.endswith("/hub/home"), message_of(page)[:300]
+        return user
+
+    def audit(self) -> list[tuple[EventKind, str, str | None]]:
+        """(kind, actor, project) of every audit record, oldest first."""
+        records = open_store(self.settings).show()
+        return [(r.kind, r.actor, None if r.project == SITE_CHAIN else r.project) for r in records]
+
+
+def site_settings(root: Path, image: str) -> Settings:
+    return Settings(
+        policy_dir=root / "policy",
+        var_dir=root / "var",
+        hub=HubSettings(
+            public_url=f"http://127.0.0.1:{free_port()}",
+            hub_port=free_port(),
+            proxy_api_port=free_port(),
+            image=image,
+            mem_limit="2G",
+            permit_check_interval=5,
+        ),
+        audit=AuditSettings(port=free_port()),
+        oidc=OidcSettings(demo_idp_port=free_port()),
+    )
+
+
+@contextmanager
+def running_site(root: Path, demo_silos: Path, image: str) -> Iterator[Site]:
+    """Start a site under `root` with gbm-linkage's datasets ingested; stop it after."""
+    today = date.today()
+    settings = site_settings(root, image)
+    policy_for_today(settings.policy_dir, today)
+    settings.var_dir.mkdir()
+    (settings.var_dir / "silos").symlink_to(demo_silos, target_is_directory=True)
+    create_master_key(default_master_key_path(settings.keys_dir))
+    policy = load_policy(settings.policy_dir, today)
+    for dataset, version, _ in granted_versions(settings, policy, PROJECT, today):
+        ingest_version(settings, policy, PROJECT, dataset, version, today=today)
+    stack = Stack(settings)
+    stack.start()
+    try:
+        yield Site(settings, stack, settings.policy_dir)
+    finally:
+        stack.stop()
+        client = docker.from_env()
+        for container in client.containers.list(all=True, filters={"name": "tre-"}):
+            if container.labels.get("org.jupyter-tre.project"):
+                container.remove(force=True)

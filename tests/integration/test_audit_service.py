@@ -1,0 +1,318 @@
+"""The audit service under a real JupyterHub: identity from the server's Hub token only.
+
+The hub runs the site's own configuration (`tre.hub.configure`), so `tre-audit` is the
+managed service and role it defines; only the spawner and authenticator are swapped for
+ones that need no Docker and no OIDC provider. A named server alice/gbm-linkage is spawned
+through the hub's API with user_options {"project": "gbm-linkage"}; its stand-in process
+hands the test the JUPYTERHUB_API_TOKEN the hub gave it, which is what a workspace sends.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.support import DEMO_POLICY
+from tre.audit import EventKind, open_store
+from tre.hub.config import PROXY_COMMAND, settings_file_for
+from tre.settings import AuditSettings, HubSettings, OidcSettings, Settings
+
+pytestmark = [pytest.mark.slow, pytest.mark.security]
+
+ADMIN_TOKEN = "test-admin-" + "0" * 32
+MAX_RECORD = 4096
+
+SERVER_STANDIN = '''
+"""Stands in for jupyterhub-singleuser: answers the hub, hands its token to the test."""
+import os
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import urlsplit
+
+name = f"{os.environ['JUPYTERHUB_USER']}--{os.environ['JUPYTERHUB_SERVER_NAME']}"
+token_file = Path(os.environ["STANDIN_TOKEN_DIR"]) / name
+token_file.write_text(os.environ["JUPYTERHUB_API_TOKEN"])
+token_file.chmod(0o600)
+url = urlsplit(os.environ["JUPYTERHUB_SERVICE_URL"])
+
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args):
+        pass
+
+
+ThreadingHTTPServer((url.hostname, url.port), Handler).serve_forever()
+'''
+
+HUB_CONFIG = """
+import sys
+from pathlib import Path
+
+from tre.hub.config import configure
+from tre.settings import load_settings
+
+c = get_config()  # noqa: F821
+configure(c, load_settings(Path({settings!r})))
+# The test's stand-ins for the OIDC provider and DockerSpawner; everything else is the site's.
+c.JupyterHub.authenticator_class = "dummy"
+c.JupyterHub.spawner_class = "simple"
+c.Spawner.cmd = [sys.executable, {standin!r}]
+c.Spawner.environment = {{"STANDIN_TOKEN_DIR": {token_dir!r}}}
+c.JupyterHub.services = [
+    s for s in c.JupyterHub.services if s["name"] == "tre-audit"
+] + [{{"name": "test-admin", "api_token": {admin_token!r}}}]
+c.JupyterHub.load_roles = [r for r in c.JupyterHub.load_roles if r["name"] == "tre-audit"] + [
+    {{
+        "name": "test-admin",
+        "scopes": ["admin:users", "admin:servers", "tokens", "list:users"],
+        "services": ["test-admin"],
+    }}
+]
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Site:
+    settings: Settings
+    hub_api: str
+    audit_url: str
+    tokens: Path
+    policy_dir: Path
+
+    def admin(self, method: str, path: str, **kwargs: object) -> requests.Response:
+        return requests.request(
+            method,
+            self.hub_api + path,
+            headers={"Authorization": f"token {ADMIN_TOKEN}"},
+            timeout=30,
+            **kwargs,  # type: ignore[arg-type]
+        )
+
+    def spawn(self, user: str, server: str, project: str) -> str:
+        """Start user/server for `project` through the hub; return the server's token."""
+        self.admin("POST", f"/users/{user}")  # 201, or 409 when the user exists already
+        started = self.admin("POST", f"/users/{user}/servers/{server}", json={"project": project})
+        assert started.status_code in {201, 202}, started.text
+        token_file = self.tokens / f"{user}--{server}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            model = self.admin("GET", f"/users/{user}").json()
+            if model["servers"].get(server, {}).get("ready") and token_file.exists():
+                return token_file.read_text()
+            time.sleep(0.2)
+        raise AssertionError(f"server {user}/{server} did not start: {model}")
+
+    def post(self, token: str | None, body: object | bytes) -> requests.Response:
+        headers = {"Authorization": f"token {token}"} if token else {}
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        return requests.post(f"{self.audit_url}/records", data=data, headers=headers, timeout=10)
+
+
+def wait_for(url: str, hub: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if hub.poll() is not None:
+            raise AssertionError(f"the hub exited: {log.read_text()[-3000:]}")
+        try:
+            if requests.get(url, timeout=2).status_code < 500:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"{url} did not answer: {log.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    if not PROXY_COMMAND.exists():
+        pytest.skip(f"SKIPPED LOUDLY: configurable-http-proxy is not installed ({PROXY_COMMAND})")
+    root = tmp_path_factory.mktemp("audit-site")
+    policy_dir = root / "policy"
+    shutil.copytree(DEMO_POLICY, policy_dir)
+    settings = Settings(
+        policy_dir=policy_dir,
+        var_dir=root / "var",
+        hub=HubSettings(
+            public_url=f"http://127.0.0.1:{free_port()}",
+            hub_port=free_port(),
+            proxy_api_port=free_port(),
+        ),
+        audit=AuditSettings(port=free_port(), max_record_bytes=MAX_RECORD),
+        oidc=OidcSettings(demo_idp_port=free_port()),
+    )
+    settings.hub_dir.mkdir(parents=True, mode=0o700)
+    settings.logs_dir.mkdir(parents=True, mode=0o700)
+    tokens = root / "tokens"
+    tokens.mkdir(mode=0o700)
+    standin = root / "standin.py"
+    standin.write_text(textwrap.dedent(SERVER_STANDIN))
+    config = root / "jupyterhub_config.py"
+    config.write_text(
+        HUB_CONFIG.format(
+            settings=str(settings_file_for(settings)),
+            standin=str(standin),
+            token_dir=str(tokens),
+            admin_token=ADMIN_TOKEN,
+        )
+    )
+    log = settings.logs_dir / "jupyterhub.log"
+    with log.open("wb") as out:
+        hub = subprocess.Popen(
+            [sys.executable, "-m", "jupyterhub", "-f", str(config)],
+            cwd=root,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONWARNINGS": ""},
+        )
+    audit_url = f"http://127.0.0.1:{settings.audit.port}"
+    try:
+        hub_api = f"http://127.0.0.1:{settings.hub.hub_port}/hub/api"
+        wait_for(hub_api, hub, log)
+        wait_for(f"{audit_url}/health", hub, log)
+        yield Site(settings, hub_api, audit_url, tokens, policy_dir)
+    finally:
+        hub.terminate()
+        try:
+            hub.wait(30)
+        except subprocess.TimeoutExpired:
+            hub.kill()
+
+
+@pytest.fixture(scope="module")
+def alice(site: Site) -> str:
+    return site.spawn("alice", "gbm-linkage", "gbm-linkage")
+
+
+EXECUTE = {"kind": "execute", "detail": {"msg_id": "m1", "code": "df.head()", "size": 9}}
+
+
+def test_health_needs_no_token(site: Site) -> None:
+    answer = requests.get(f"{site.audit_url}/health", timeout=5)
+    assert (answer.status_code, answer.json()) == (200, {"ok": True})
+
+
+def test_a_server_token_records_who_where_and_under_which_permit(site: Site, alice: str) -> None:
+    answer = site.post(alice, EXECUTE)
+    assert answer.status_code == 201, answer.text
+    confirmed = answer.json()
+    assert confirmed["project"] == "gbm-linkage"
+    [record] = [
+        r
+        for r in open_store(site.settings).show(project="gbm-linkage")
+        if r.seq == confirmed["seq"]
+    ]
+    assert record.hash == confirmed["hash"]
+    assert (record.actor, record.server, record.project, record.permit, record.kind) == (
+        "alice", "gbm-linkage", "gbm-linkage", "gbm-linkage-2026", EventKind.execute,
+    )  # fmt: skip
+    assert record.detail == EXECUTE["detail"]
+    assert open_store(site.settings).verify().ok
+
+
+def test_the_body_cannot_say_who_it_is_about(site: Site, alice: str) -> None:
+    claims = {"actor": "bob", "project": "hf-outcomes", "permit": "hf-outcomes-2026"}
+    assert site.post(alice, {**EXECUTE, **claims}).status_code == 400
+    answer = site.post(alice, {"kind": "execute", "detail": {"code": "1", **claims}})
+    assert answer.status_code == 201, answer.text
+    record = open_store(site.settings).show(project="gbm-linkage")[-1]
+    assert (record.actor, record.project, record.permit) == (
+        "alice", "gbm-linkage", "gbm-linkage-2026",
+    )  # fmt: skip
+    assert not open_store(site.settings).show(project="hf-outcomes")
+
+
+@pytest.mark.parametrize("token", [None, "not-a-token", "0" * 32])
+def test_no_token_or_an_unknown_one_is_refused(site: Site, token: str | None) -> None:
+    answer = site.post(token, EXECUTE)
+    assert answer.status_code == 401
+    assert answer.json()["message"]
+
+
+def test_a_persons_own_token_is_refused(site: Site, alice: str) -> None:
+    made = site.admin("POST", "/users/alice/tokens", json={"note": "alice's own"})
+    assert made.status_code == 201, made.text
+    answer = site.post(made.json()["token"], EXECUTE)
+    assert answer.status_code == 403
+    assert "not a workspace server's token" in answer.json()["message"]
+
+
+def test_a_service_token_is_refused(site: Site) -> None:
+    assert site.post(ADMIN_TOKEN, EXECUTE).status_code == 403
+
+
+def test_an_ended_permit_is_refused(site: Site) -> None:
+    bob = site.spawn("bob", "hf-outcomes", "hf-outcomes")
+    assert site.post(bob, EXECUTE).status_code == 201
+    permits = site.policy_dir / "permits.yaml"
+    original = permits.read_text()
+    ended = original.replace("    expiry: 2027-04-30\n", "    expiry: 2026-04-30\n")
+    assert ended != original
+    permits.write_text(ended)
+    try:
+        answer = site.post(bob, EXECUTE)
+        assert answer.status_code == 403
+        assert "no permit lets you work on project 'hf-outcomes' today" in answer.json()["message"]
+    finally:
+        permits.write_text(original)
+    assert site.post(bob, EXECUTE).status_code == 201
+
+
+def test_a_record_larger_than_the_limit_is_refused(site: Site, alice: str) -> None:
+    big = {"kind": "execute", "detail": {"code": "x" * MAX_RECORD}}
+    answer = site.post(alice, big)
+    assert answer.status_code == 413
+    assert f"larger than {MAX_RECORD} bytes" in answer.json()["message"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"{not json",
+        b"[1, 2]",
+        json.dumps({"kind": "spawn_requested", "detail": {}}).encode(),
+        json.dumps({"kind": "execute", "detail": "code"}).encode(),
+    ],
+)
+def test_malformed_records_are_refused(site: Site, alice: str, body: bytes) -> None:
+    answer = site.post(alice, body)
+    assert answer.status_code == 400
+    assert answer.json()["message"]
+
+
+def test_one_connection_carries_many_records(site: Site, alice: str) -> None:
+    before = len(open_store(site.settings).show(project="gbm-linkage"))
+    with requests.Session() as session:
+        for n in range(20):
+            answer = session.post(
+                f"{site.audit_url}/records",
+                json={"kind": "kernel_event", "detail": {"action": "start", "n": n}},
+                headers={"Authorization": f"token {alice}"},
+                timeout=10,
+            )
+            assert answer.status_code == 201
+    assert len(open_store(site.settings).show(project="gbm-linkage")) == before + 20
+    assert open_store(site.settings).verify().ok
