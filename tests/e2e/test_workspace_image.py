@@ -18,6 +18,7 @@ from typing import IO
 import pytest
 
 from tests.e2e.conftest import WorkspaceBuild
+from tests.support import REPO as REPO_ROOT
 from tre.image import CONTENT_HASH_LABEL, DockerCli, build_workspace_image, find_docker
 from tre.image.build import default_context_dir
 
@@ -373,3 +374,51 @@ def test_a_second_build_reuses_the_image(workspace_build: WorkspaceBuild, tmp_pa
     assert not again.built
     assert again.tag == workspace_build.info.tag
     assert again.image_id == workspace_build.info.image_id
+
+
+# --- the jupyter-tre Lab extension --------------------------------------------------------
+
+PAGE_CONFIG = REPO_ROOT / "extensions/jupyter-tre-lab/jupyter-config/labconfig/page_config.json"
+
+EXTENSION_FACTS = r"""
+import json, os, pathlib, sys
+prefix = pathlib.Path(sys.prefix)
+static = prefix / "share/jupyter/lab/static"
+config = prefix / "etc/jupyter/jupyter_server_config.json"
+page = prefix / "etc/jupyter/labconfig/page_config.json"
+lab = prefix / "share/jupyter/labextensions/@jupyter-tre/lab/package.json"
+print(json.dumps({
+    "bundles": "\n".join(p.read_text(errors="replace") for p in static.glob("*.js")),
+    "server_config": json.loads(config.read_text()),
+    "page_config": json.loads(page.read_text()),
+    "lab_extension": json.loads(lab.read_text())["name"],
+    "owners": {
+        str(p): (p.stat().st_uid, oct(p.stat().st_mode & 0o777)) for p in (config, page, lab)
+    },
+}))
+"""
+
+
+def test_the_extension_is_installed_root_owned_with_its_configuration(
+    docker_engine: DockerCli, workspace_image: str
+):
+    facts = json.loads(python(docker_engine, workspace_image, EXTENSION_FACTS))
+    assert facts["lab_extension"] == "@jupyter-tre/lab"
+    server = facts["server_config"]["ServerApp"]
+    assert server["jpserver_extensions"] == {"jupyter_tre_lab": True}
+    assert server["authorizer_class"].startswith("jupyter_tre_lab.")
+    assert server["kernel_websocket_connection_class"].startswith("jupyter_tre_lab.")
+    assert facts["page_config"] == json.loads(PAGE_CONFIG.read_text(encoding="utf-8"))
+    for path, (uid, mode) in facts["owners"].items():
+        assert uid == 0 and not int(mode, 8) & 0o022, (path, uid, mode)
+
+
+def test_every_disabled_plugin_is_a_plugin_of_the_images_jupyterlab(
+    docker_engine: DockerCli, workspace_image: str
+):
+    """A renamed plugin id would silently stay enabled: each must exist in the build."""
+    facts = json.loads(python(docker_engine, workspace_image, EXTENSION_FACTS))
+    disabled = facts["page_config"]["disabledExtensions"]
+    assert len(disabled) >= 12
+    missing = [plugin for plugin in disabled if f'"{plugin}"' not in facts["bundles"]]
+    assert not missing, missing

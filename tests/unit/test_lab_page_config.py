@@ -4,9 +4,6 @@ a download, an export, a link out of the workspace or a terminal, and names only
 from __future__ import annotations
 
 import json
-import os
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -76,26 +73,5 @@ def test_no_enabled_plugin_requires_a_disabled_one(plugin: str, requirement: str
         assert plugin in disabled, f"{plugin} requires {requirement}, which is disabled"
 
 
-def jupyterlab_static_dirs() -> list[Path]:
-    """Built JupyterLab front ends on this machine (the app dir, the environment's)."""
-    candidates = [Path(sys.prefix) / "share" / "jupyter" / "lab" / "static"]
-    if app_dir := os.environ.get("JUPYTERLAB_DIR"):
-        candidates.insert(0, Path(app_dir) / "static")
-    return [path for path in candidates if (path / "package.json").is_file()]
-
-
-def test_every_disabled_plugin_exists_in_the_installed_jupyterlab():
-    static_dirs = jupyterlab_static_dirs()
-    if not static_dirs:
-        pytest.skip("no built JupyterLab front end in this environment to look plugin ids up in")
-    static = static_dirs[0]
-    bundles = "\n".join(
-        path.read_text(encoding="utf-8", errors="replace") for path in static.glob("*.js")
-    )
-    version = json.loads((static / "package.json").read_text(encoding="utf-8"))["version"]
-    missing = [
-        plugin
-        for plugin in load_page_config()["disabledExtensions"]
-        if f'"{plugin}"' not in bundles
-    ]
-    assert not missing, f"not plugin ids of JupyterLab {version} ({static}): {missing}"
+# That every disabled id is a plugin of the image's JupyterLab is checked against the
+# built image: tests/e2e/test_workspace_image.py.
