@@ -23,6 +23,19 @@ class EventKind(StrEnum):
     file_saved = "file_saved"
     kernel_event = "kernel_event"
     audit_pruned = "audit_pruned"
+    review_created = "review_created"
+    review_file_added = "review_file_added"
+    review_file_removed = "review_file_removed"
+    review_submitted = "review_submitted"
+    review_started = "review_started"
+    review_approval = "review_approval"
+    review_comment = "review_comment"
+    review_returned = "review_returned"
+    review_rejected = "review_rejected"
+    review_approved = "review_approved"
+    review_released = "review_released"
+    review_withdrawn = "review_withdrawn"
+    review_downloaded = "review_downloaded"
 
 
 WORKSPACE_KINDS: frozenset[EventKind] = frozenset(
