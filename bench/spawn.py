@@ -88,7 +88,7 @@ from tre.hub.networks import get_project_network, network_name, remove_project_n
 from tre.ingest import granted_versions, ingest_version  # noqa: E402
 from tre.policy import load_policy  # noqa: E402
 from tre.pseudonym import create_master_key, default_master_key_path  # noqa: E402
-from tre.settings import AuditSettings, HubSettings, OidcSettings, Settings  # noqa: E402
+from tre.settings import AuditSettings, HubSettings, OidcSettings, ReviewSettings, Settings  # noqa: E402
 
 PROJECT = "gbm-linkage"
 TRE_USER = "bob"
@@ -287,6 +287,7 @@ def tre_site(root: Path, image: str, hub_config: Path | None, debug: bool) -> Se
             proxy_api_port=free_port(),
             image=image,
         ),
+        review=ReviewSettings(port=free_port()),
         audit=AuditSettings(port=free_port()),
         oidc=OidcSettings(demo_idp_port=free_port()),
     )

@@ -127,6 +127,29 @@ class AuditSettings(BaseModel):
     )
 
 
+class ReviewSettings(BaseModel):
+    """The output-review service (airlock): its port, database and limits."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    port: int = Field(
+        default=8083,
+        ge=1,
+        le=65535,
+        description=(
+            "Port of the review service: workspaces reach its API on their network gateway, "
+            "people reach its pages through the hub's proxy."
+        ),
+    )
+    db_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the review database; default SQLite under var/db.",
+    )
+    max_file_bytes: int = Field(
+        default=100 << 20, ge=1024, description="Largest file a release request may hold."
+    )
+
+
 class Settings(BaseModel):
     """Operator settings for one site."""
 
@@ -143,6 +166,7 @@ class Settings(BaseModel):
 
     hub: HubSettings = Field(default_factory=HubSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
+    review: ReviewSettings = Field(default_factory=ReviewSettings)
     oidc: OidcSettings = Field(default_factory=OidcSettings)
 
     @property

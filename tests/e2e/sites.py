@@ -20,7 +20,7 @@ from tre.audit import SITE_CHAIN, EventKind, open_store
 from tre.ingest import granted_versions, ingest_version
 from tre.policy import load_policy
 from tre.pseudonym import create_master_key, default_master_key_path
-from tre.settings import AuditSettings, HubSettings, OidcSettings, Settings
+from tre.settings import AuditSettings, HubSettings, OidcSettings, ReviewSettings, Settings
 from tre.stack import Stack
 
 PROJECT = "gbm-linkage"
@@ -84,6 +84,7 @@ def site_settings(root: Path, image: str) -> Settings:
             mem_limit="2G",
             permit_check_interval=5,
         ),
+        review=ReviewSettings(port=free_port()),
         audit=AuditSettings(port=free_port()),
         oidc=OidcSettings(demo_idp_port=free_port()),
     )

@@ -12,7 +12,7 @@ import pytest
 from tests.e2e.hubclient import HubUser
 from tests.postgres import createdb, postgres_server
 from tests.support import DEMO_POLICY
-from tre.settings import AuditSettings, HubSettings, OidcSettings, Settings
+from tre.settings import AuditSettings, HubSettings, OidcSettings, ReviewSettings, Settings
 from tre.stack import Stack
 
 pytestmark = pytest.mark.slow
@@ -38,6 +38,7 @@ def test_the_hub_keeps_its_state_in_postgresql(tmp_path: Path) -> None:
                 proxy_api_port=free_port(),
                 db_url=pg.url("jupyterhub"),
             ),
+            review=ReviewSettings(port=free_port()),
             audit=AuditSettings(port=free_port()),
             oidc=OidcSettings(demo_idp_port=free_port()),
         )
