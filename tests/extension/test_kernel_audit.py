@@ -75,7 +75,24 @@ async def test_order_is_kept_behind_a_slow_audit(
     assert replies.index(first) < replies.index(info) < replies.index(second)
 
 
-@pytest.mark.parametrize("failure", ["refuse", "stopped", "timeout", "garbage"])
+REFUSED = {"refuse", "upgrade_refused"}
+"""Failures the service states (AuditRefused); every other one is AuditUnavailable."""
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        "refuse",  # a 403 reply to the record
+        "upgrade_refused",  # the websocket itself refused (403 at the upgrade)
+        "stopped",  # nothing listening
+        "timeout",  # the reply comes after TRE_AUDIT_TIMEOUT
+        "hang",  # no reply at all
+        "drop",  # the connection closes after the record was read, before its reply
+        "garbage",  # 201 without a confirmation
+        "malformed",  # a reply that is not JSON
+        "wrong_id",  # a valid confirmation, but of another record
+    ],
+)
 async def test_unconfirmed_code_never_reaches_the_kernel(
     jp_fetch, jp_ws_fetch, audit_service, protocol, tmp_path, failure
 ):
@@ -84,6 +101,9 @@ async def test_unconfirmed_code_never_reaches_the_kernel(
         await audit_service.stop()
     elif failure == "timeout":
         audit_service.mode, audit_service.delay = "slow", 3.0  # TRE_AUDIT_TIMEOUT is 2 s
+    elif failure == "upgrade_refused":
+        audit_service.upgrade_status = 403
+        await audit_service.drop_connections()  # the kernel's start record opened one
     else:
         audit_service.mode = failure
     marker = tmp_path / "ran"
@@ -92,7 +112,7 @@ async def test_unconfirmed_code_never_reaches_the_kernel(
     [error] = of_type(replies, "error")
     [reply] = of_type(replies, "execute_reply")
     assert reply["content"]["status"] == "error"
-    if failure == "refuse":
+    if failure in REFUSED:
         assert error["content"]["ename"] == "AuditRefused"
         assert audit_service.refuse_message in error["content"]["evalue"]
     else:
@@ -100,11 +120,52 @@ async def test_unconfirmed_code_never_reaches_the_kernel(
     assert error["content"]["traceback"], "JupyterLab shows the traceback lines"
     assert not marker.exists()
     if failure != "stopped":
-        # The kernel is alive and would have run the refused request before this one.
-        audit_service.mode = "ok"
+        # The kernel is alive and would have run the refused request before this one; a
+        # connection that failed is replaced by a new one for the next record.
+        audit_service.mode, audit_service.upgrade_status = "ok", None
         later = await kc.execute("1 + 1")
-        await kc.until_done(later)
+        replies = await kc.until_done(later)
+        assert of_type(replies, "execute_reply")[0]["content"]["status"] == "ok"
         assert not marker.exists()
+        reconnected = failure not in {"refuse", "garbage"}  # answers to that very record
+        assert audit_service.records[-1].connection == (2 if reconnected else 1)
+
+
+async def test_order_is_kept_across_a_dropped_connection(
+    jp_fetch, jp_ws_fetch, audit_service, protocol, tmp_path
+):
+    _, kc = await open_kernel(jp_fetch, jp_ws_fetch, protocol)
+    log = tmp_path / "log"
+
+    def append(letter: str) -> str:
+        return f"open({str(log)!r}, 'a').write({letter!r})"
+
+    first = await kc.execute(append("a"))
+    await kc.until_done(first)
+    audit_service.mode = "drop"
+    dropped = await kc.execute(append("b"))
+    [error] = of_type(await kc.until_done(dropped), "error")
+    assert error["content"]["ename"] == "AuditUnavailable"
+    assert "connection to the audit service was lost" in error["content"]["evalue"]
+    audit_service.mode = "ok"
+    # Sent back to back: queued behind each other on the new connection, run in order.
+    later = [await kc.execute(append(letter)) for letter in "cde"]
+    await kc.until_done(later[-1])
+    assert log.read_text() == "acde"
+    records = audit_service.of_kind("execute")
+    assert [r.detail["msg_id"] for r in records] == [first, dropped, *later]
+    assert [r.connection for r in records] == [1, 1, 2, 2, 2]
+
+
+async def test_records_carry_the_token_only_in_the_upgrade(
+    jp_fetch, jp_ws_fetch, audit_service, protocol
+):
+    _, kc = await open_kernel(jp_fetch, jp_ws_fetch, protocol)
+    await kc.until_done(await kc.execute("1"))
+    [record] = audit_service.of_kind("execute")
+    assert record.authorization == f"token {TOKEN}"
+    assert TOKEN not in json.dumps(record.detail)
+    assert set(record.detail) >= {"kernel_id", "msg_id", "code"}
 
 
 @pytest.mark.parametrize("extra_env", [{"TRE_AUDIT_URL": ""}])

@@ -18,11 +18,14 @@ import sys
 import textwrap
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import requests
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import ClientConnection, connect
 
 from tests.support import DEMO_POLICY
 from tre.audit import EventKind, open_store
@@ -125,6 +128,17 @@ class Site:
                 return token_file.read_text()
             time.sleep(0.2)
         raise AssertionError(f"server {user}/{server} did not start: {model}")
+
+    def ws(self, token: str | None) -> ClientConnection:
+        """The records websocket, as a workspace opens it (the token in the upgrade only)."""
+        headers = {"Authorization": f"token {token}"} if token else {}
+        return connect(
+            self.audit_url.replace("http://", "ws://", 1) + "/records/ws",
+            additional_headers=headers,
+            compression=None,
+            proxy=None,
+            open_timeout=10,
+        )
 
     def post(self, token: str | None, body: object | bytes) -> requests.Response:
         headers = {"Authorization": f"token {token}"} if token else {}
@@ -264,20 +278,31 @@ def test_a_service_token_is_refused(site: Site) -> None:
     assert site.post(ADMIN_TOKEN, EXECUTE).status_code == 403
 
 
-def test_an_ended_permit_is_refused(site: Site) -> None:
-    bob = site.spawn("bob", "hf-outcomes", "hf-outcomes")
-    assert site.post(bob, EXECUTE).status_code == 201
+@pytest.fixture(scope="module")
+def bob(site: Site) -> str:
+    return site.spawn("bob", "hf-outcomes", "hf-outcomes")
+
+
+@contextmanager
+def permit_ended(site: Site) -> Iterator[None]:
+    """bob's permit for hf-outcomes ends yesterday's year, for the duration."""
     permits = site.policy_dir / "permits.yaml"
     original = permits.read_text()
     ended = original.replace("    expiry: 2027-04-30\n", "    expiry: 2026-04-30\n")
     assert ended != original
     permits.write_text(ended)
     try:
+        yield
+    finally:
+        permits.write_text(original)
+
+
+def test_an_ended_permit_is_refused(site: Site, bob: str) -> None:
+    assert site.post(bob, EXECUTE).status_code == 201
+    with permit_ended(site):
         answer = site.post(bob, EXECUTE)
         assert answer.status_code == 403
         assert "no permit lets you work on project 'hf-outcomes' today" in answer.json()["message"]
-    finally:
-        permits.write_text(original)
     assert site.post(bob, EXECUTE).status_code == 201
 
 
@@ -315,4 +340,137 @@ def test_one_connection_carries_many_records(site: Site, alice: str) -> None:
             )
             assert answer.status_code == 201
     assert len(open_store(site.settings).show(project="gbm-linkage")) == before + 20
+    assert open_store(site.settings).verify().ok
+
+
+# -- the websocket: GET /records/ws ------------------------------------------------------------
+
+
+def exchange(ws: ClientConnection, message: object | bytes) -> dict[str, object]:
+    ws.send(message if isinstance(message, bytes) else json.dumps(message).encode())
+    reply: dict[str, object] = json.loads(ws.recv(timeout=10))
+    return reply
+
+
+@pytest.mark.parametrize(("token", "status"), [(None, 401), ("not-a-token", 401), ("0" * 32, 401)])
+def test_the_websocket_needs_a_known_token(site: Site, token: str | None, status: int) -> None:
+    with pytest.raises(InvalidStatus) as refused:
+        site.ws(token)
+    assert refused.value.response.status_code == status
+    assert json.loads(refused.value.response.body)["message"]
+
+
+def test_the_websocket_refuses_a_persons_own_token_at_the_upgrade(site: Site, alice: str) -> None:
+    made = site.admin("POST", "/users/alice/tokens", json={"note": "alice's own, for ws"})
+    assert made.status_code == 201, made.text
+    with pytest.raises(InvalidStatus) as refused:
+        site.ws(made.json()["token"])
+    assert refused.value.response.status_code == 403
+    assert "not a workspace server's token" in json.loads(refused.value.response.body)["message"]
+    with pytest.raises(InvalidStatus) as refused:
+        site.ws(ADMIN_TOKEN)
+    assert refused.value.response.status_code == 403
+
+
+def test_the_websocket_records_who_from_the_token_only(site: Site, alice: str) -> None:
+    claims = {"actor": "bob", "project": "hf-outcomes", "permit": "hf-outcomes-2026"}
+    with site.ws(alice) as ws:
+        reply = exchange(ws, {"id": 7, **EXECUTE})
+        assert reply["id"] == 7 and reply["status"] == 201, reply
+        assert reply["project"] == "gbm-linkage"
+        # Claims in the message are refused, and the connection stays usable.
+        refused = exchange(ws, {"id": 8, **EXECUTE, **claims})
+        assert (refused["id"], refused["status"]) == (8, 400)
+        assert "unknown field" in str(refused["message"])
+        inside = exchange(ws, {"id": 9, "kind": "execute", "detail": {"code": "1", **claims}})
+        assert inside["status"] == 201, inside
+    records = {r.seq: r for r in open_store(site.settings).show(project="gbm-linkage")}
+    for confirmed in (reply, inside):
+        record = records[confirmed["seq"]]  # type: ignore[index]
+        assert record.hash == confirmed["hash"]
+        assert (record.actor, record.server, record.project, record.permit) == (
+            "alice", "gbm-linkage", "gbm-linkage", "gbm-linkage-2026",
+        )  # fmt: skip
+    assert records[reply["seq"]].detail == EXECUTE["detail"]  # type: ignore[index]
+    other = open_store(site.settings).show(project="hf-outcomes")  # bob's own records only
+    assert {r.actor for r in other} <= {"bob"}
+    assert open_store(site.settings).verify().ok
+
+
+def test_the_websocket_checks_the_permit_for_every_record(site: Site, bob: str) -> None:
+    with site.ws(bob) as ws:
+        assert exchange(ws, {"id": 1, **EXECUTE})["status"] == 201
+        with permit_ended(site):
+            refused = exchange(ws, {"id": 2, **EXECUTE})
+            assert (refused["id"], refused["status"]) == (2, 403)
+            assert "no permit lets you work on project 'hf-outcomes' today" in str(
+                refused["message"]
+            )
+        assert exchange(ws, {"id": 3, **EXECUTE})["status"] == 201
+
+
+def test_the_websocket_refuses_an_oversized_record_and_stays_open(site: Site, alice: str) -> None:
+    with site.ws(alice) as ws:
+        big = {"id": 1, "kind": "execute", "detail": {"code": "x" * MAX_RECORD}}
+        refused = exchange(ws, big)
+        assert (refused["id"], refused["status"]) == (1, 413)
+        assert f"larger than {MAX_RECORD} bytes" in str(refused["message"])
+        assert exchange(ws, {"id": 2, **EXECUTE})["status"] == 201
+
+
+def test_the_websocket_closes_on_a_message_far_over_the_limit(site: Site, alice: str) -> None:
+    with site.ws(alice) as ws:
+        ws.send(b'{"id": 1, "kind": "execute", "detail": {"code": "' + b"x" * 10 * MAX_RECORD)
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=10)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"id": 1, "kind": "spawn_requested", "detail": {}},
+        {"id": 1, "kind": "execute", "detail": "code"},
+        {"id": 1, "kind": "execute", "detail": {}, "token": "x"},
+    ],
+)
+def test_the_websocket_answers_a_bad_record_and_stays_open(
+    site: Site, alice: str, message: dict[str, object]
+) -> None:
+    with site.ws(alice) as ws:
+        refused = exchange(ws, message)
+        assert (refused["id"], refused["status"]) == (1, 400)
+        assert refused["message"]
+        assert exchange(ws, {"id": 2, **EXECUTE})["status"] == 201
+
+
+@pytest.mark.parametrize(
+    "message", [b"{not json", b"[1, 2]", json.dumps({"kind": "execute", "detail": {}}).encode()]
+)
+def test_the_websocket_closes_when_a_reply_could_not_be_matched(
+    site: Site, alice: str, message: bytes
+) -> None:
+    """No id, no reply to match: answered with id null, then closed with a reason (1008)."""
+    with site.ws(alice) as ws:
+        refused = exchange(ws, message)
+        assert (refused["id"], refused["status"]) == (None, 400)
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=10)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+        assert closed.value.rcvd.reason
+
+
+def test_the_websocket_answers_in_order(site: Site, alice: str) -> None:
+    before = len(open_store(site.settings).show(project="gbm-linkage"))
+    with site.ws(alice) as ws:
+        for n in range(20):  # all sent before any reply is read
+            ws.send(json.dumps({"id": n, "kind": "kernel_event", "detail": {"n": n}}).encode())
+        replies = [json.loads(ws.recv(timeout=10)) for _ in range(20)]
+    assert [r["id"] for r in replies] == list(range(20))
+    assert {r["status"] for r in replies} == {201}
+    seqs = [r["seq"] for r in replies]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 20
+    records = open_store(site.settings).show(project="gbm-linkage")
+    assert len(records) == before + 20
+    assert [r.detail["n"] for r in records[-20:]] == list(range(20))
     assert open_store(site.settings).verify().ok

@@ -83,18 +83,19 @@ def _decode_v1(frame: str | bytes) -> KernelMessage:
         raise MalformedFrame(f"v1 frame does not decode: {exc}") from None
     # With the checks above, the channel and the parts cover the whole frame: no byte is
     # forwarded that was not decoded here.
-    header = _json_object(parts[0], "header")
-    content = _json_object(parts[3], "content")
-    _json_object(parts[1], "parent_header")
-    _json_object(parts[2], "metadata")
+    kept = [bytes(p) for p in parts]  # one copy of each part: decoded, then forwarded as is
+    header = _json_object(kept[0], "header")
+    content = _json_object(kept[3], "content")
+    _json_object(kept[1], "parent_header")
+    _json_object(kept[2], "metadata")
     _check_header(header)
     return KernelMessage(
         protocol="v1",
         channel=channel,
         header=header,
         content=content,
-        buffers=[bytes(b) for b in parts[4:]],
-        parts=[bytes(p) for p in parts],
+        buffers=kept[4:],
+        parts=kept,
     )
 
 
@@ -154,7 +155,7 @@ def _parse_legacy(frame: str | bytes) -> dict[str, Any]:
 
 def _json_object(part: bytes, what: str) -> dict[str, Any]:
     try:
-        value = json.loads(bytes(part).decode("utf-8"))
+        value = json.loads(part.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise MalformedFrame(f"{what} is not UTF-8 JSON: {exc}") from None
     if not isinstance(value, dict):
