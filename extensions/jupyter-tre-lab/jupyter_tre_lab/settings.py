@@ -29,6 +29,8 @@ class TreSettings:
     """Base URL of the hub-side audit service; None refuses every execution and save."""
     audit_token: str | None
     """The single-user server's own Hub token (`JUPYTERHUB_API_TOKEN`)."""
+    review_url: str | None
+    """Base URL of the hub-side output review service; None: no release requests here."""
     audit_timeout: float
     max_record_bytes: int
     max_content_bytes: int
@@ -45,15 +47,10 @@ class TreSettings:
 def load_settings(env: Mapping[str, str] | None = None) -> TreSettings:
     """Read the extension's settings from `env` (default: this process's environment)."""
     env = os.environ if env is None else env
-    audit_url = env.get("TRE_AUDIT_URL", "").strip().rstrip("/") or None
-    if audit_url is not None and not audit_url.startswith(("http://", "https://")):
-        raise SettingsError(
-            f"TRE_AUDIT_URL={audit_url!r} is not an http:// or https:// URL "
-            "(expected e.g. http://172.31.0.1:8082)"
-        )
     return TreSettings(
-        audit_url=audit_url,
+        audit_url=_url(env, "TRE_AUDIT_URL", "http://172.31.0.1:8082"),
         audit_token=env.get("JUPYTERHUB_API_TOKEN") or None,
+        review_url=_url(env, "TRE_REVIEW_URL", "http://172.31.0.1:8083"),
         audit_timeout=_positive_float(env, "TRE_AUDIT_TIMEOUT", DEFAULT_AUDIT_TIMEOUT),
         max_record_bytes=_positive_int(env, "TRE_MAX_RECORD_BYTES", DEFAULT_MAX_RECORD_BYTES),
         max_content_bytes=_positive_int(env, "TRE_MAX_CONTENT_BYTES", DEFAULT_MAX_CONTENT_BYTES),
@@ -65,6 +62,16 @@ def load_settings(env: Mapping[str, str] | None = None) -> TreSettings:
         expiry=env.get("TRE_PERMIT_EXPIRY", ""),
         datasets=tuple(d.strip() for d in env.get("TRE_DATASETS", "").split(",") if d.strip()),
     )
+
+
+def _url(env: Mapping[str, str], name: str, example: str) -> str | None:
+    """An optional http(s) base URL without a trailing slash; unset or empty is None."""
+    url = env.get(name, "").strip().rstrip("/") or None
+    if url is not None and not url.startswith(("http://", "https://")):
+        raise SettingsError(
+            f"{name}={url!r} is not an http:// or https:// URL (expected e.g. {example})"
+        )
+    return url
 
 
 def _positive_float(env: Mapping[str, str], name: str, default: float) -> float:

@@ -12,6 +12,8 @@ import { ServerConnection } from '@jupyterlab/services';
 import { Message } from '@lumino/messaging';
 import { Widget } from '@lumino/widgets';
 
+import release from './release';
+
 /** The workspace context served by the server extension at `GET <baseUrl>tre/context`. */
 export interface ITreContext {
   project: string;
@@ -181,4 +183,4 @@ const banner: JupyterFrontEndPlugin<void> = {
   }
 };
 
-export default banner;
+export default [banner, release];

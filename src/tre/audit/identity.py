@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
+
+from tornado.web import HTTPError
 
 from tre.policy import Permit, Policy, PolicyError, load_policy
 
@@ -147,3 +150,43 @@ class ServerDirectory:
         if not isinstance(project, str):
             raise Refused(403, f"the hub's record of server {user}/{server} names no project")
         return project
+
+
+class WorkspaceIdentifier:
+    """Who sends a request with a workspace server's Hub token: the audit service's and the
+    review service's one way of deciding it (the token, the hub's record, the policy)."""
+
+    def __init__(self, hub_auth: Any, policy_dir: Path) -> None:
+        # hub_auth: a jupyterhub.services.auth.HubAuth (untyped upstream).
+        self.hub_auth = hub_auth
+        self.policy = PolicyCache(policy_dir)
+        self.servers = ServerDirectory(self._hub_user)
+
+    async def _hub_user(self, name: str) -> dict[str, Any] | None:
+        url = f"{self.hub_auth.api_url.rstrip('/')}/users/{quote(name, safe='')}"
+        model: dict[str, Any] | None = await self.hub_auth._api_request("GET", url)
+        return model
+
+    async def token_model(self, token: str) -> dict[str, Any] | None:
+        """The hub's answer about a token (None: unknown), or Refused(503)."""
+        try:
+            model: dict[str, Any] | None = await self.hub_auth.user_for_token(
+                token, use_cache=True, sync=False
+            )
+        except HTTPError as exc:
+            raise Refused(503, "the hub cannot be asked who this is") from exc
+        return model
+
+    async def workspace_of(self, model: dict[str, Any] | None) -> Workspace:
+        """The workspace a token's model (from `token_model`) belongs to, or Refused."""
+        user, server = check_server_token(model)
+        try:
+            project = await self.servers.project_of(user, server)
+        except HTTPError as exc:
+            raise Refused(503, "the hub cannot be asked about this server") from exc
+        today = date.today()
+        permit = check_permit(self.policy.current(today), user, project, today)
+        return Workspace(user=user, server=server, project=project, permit=permit.id)
+
+    async def identify(self, token: str) -> Workspace:
+        return await self.workspace_of(await self.token_model(token))

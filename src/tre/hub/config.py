@@ -15,17 +15,25 @@ from tre.policy import load_policy
 from tre.settings import Settings
 
 from .firewall import Ruleset, compute_rules, host_has_ipv6
-from .roles import allowed_groups, load_roles
+from .roles import (
+    REVIEW_CHECK,
+    REVIEW_CUSTOM_SCOPES,
+    REVIEW_READ,
+    REVIEW_SERVICE,
+    REVIEW_SUBMIT,
+    allowed_groups,
+    load_roles,
+)
 
 REPO = Path(__file__).resolve().parents[3]
 PROXY_COMMAND = REPO / "proxy" / "node_modules" / ".bin" / "configurable-http-proxy"
 
 
 def allowed_ports(settings: Settings) -> list[int]:
-    """Ports on its network gateway that a workspace may reach: the hub API and the audit
-    service (and, later, the other hub-side services). Everything else on the host is
-    closed to workspaces."""
-    return [settings.hub.hub_port, settings.audit.port]
+    """Ports on its network gateway that a workspace may reach: the hub API, the audit
+    service and the review service's API (and, later, the other hub-side services).
+    Everything else on the host is closed to workspaces."""
+    return [settings.hub.hub_port, settings.audit.port, settings.review.port]
 
 
 def firewall_rules(settings: Settings) -> Ruleset:
@@ -107,6 +115,15 @@ def configure(c: Any, settings: Settings) -> None:
     c.DockerSpawner.name_template = "tre-{username}--{servername}"
     c.Spawner.http_timeout = 60
     c.Spawner.start_timeout = 120
+    # A workspace's token carries the review scopes its user holds (the hub keeps only
+    # those), so the review service can tell a researcher's workspace from anyone else's.
+    c.Spawner.server_token_scopes = [
+        "users:activity!user",
+        "access:servers!server",
+        REVIEW_SUBMIT,
+        REVIEW_READ,
+    ]
+    c.JupyterHub.custom_scopes = REVIEW_CUSTOM_SCOPES
 
     # Idle workspaces are stopped; the project workspace folder is kept.
     c.JupyterHub.services = [
@@ -131,6 +148,17 @@ def configure(c: Any, settings: Settings) -> None:
             "command": [sys.executable, "-m", "tre.audit.service"],
             "environment": {"TRE_SETTINGS": str(settings_file_for(settings))},
         },
+        {
+            # The airlock: people reach its pages through the proxy (HubOAuth), workspaces
+            # its API on their gateway. Its OAuth tokens carry the review scopes the person
+            # holds and nothing else.
+            "name": REVIEW_SERVICE,
+            "url": f"http://127.0.0.1:{settings.review.port}",
+            "command": [sys.executable, "-m", "tre.review.web"],
+            "environment": {"TRE_SETTINGS": str(settings_file_for(settings))},
+            "oauth_no_confirm": True,
+            "oauth_client_allowed_scopes": [REVIEW_SUBMIT, REVIEW_CHECK, REVIEW_READ],
+        },
     ]
     c.JupyterHub.load_roles = [
         *load_roles(policy.site.identity),
@@ -149,6 +177,12 @@ def configure(c: Any, settings: Settings) -> None:
             "name": "tre-audit",
             "scopes": ["read:servers"],
             "services": ["tre-audit"],
+        },
+        {
+            # Like tre-audit: reads each server's user_options (its project).
+            "name": REVIEW_SERVICE,
+            "scopes": ["read:servers"],
+            "services": [REVIEW_SERVICE],
         },
     ]
 

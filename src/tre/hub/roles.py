@@ -39,6 +39,29 @@ ADMIN_SCOPES = (
 )
 """See users and servers and stop servers — never `access:servers`, `tokens` or `admin:*`."""
 
+REVIEW_SERVICE = "tre-review"
+REVIEW_SUBMIT = "custom:review:submit"
+REVIEW_CHECK = "custom:review:check"
+REVIEW_READ = "custom:review:read"
+
+REVIEW_CUSTOM_SCOPES: dict[str, dict[str, str]] = {
+    REVIEW_SUBMIT: {
+        "description": "Ask for outputs of one's own projects to be released, and download "
+        "one's own released outputs",
+    },
+    REVIEW_CHECK: {
+        "description": "Review other people's release requests as an output checker",
+    },
+    REVIEW_READ: {
+        "description": "See one's own release requests and their status",
+    },
+}
+"""`c.JupyterHub.custom_scopes` of the review service. Which request someone may act on is
+the review service's own decision (author, project member, eligible checker); these scopes
+only say which kind of caller they may be."""
+
+_REVIEW_ACCESS = f"access:services!service={REVIEW_SERVICE}"
+
 
 def load_roles(identity: Identity) -> list[dict[str, Any]]:
     """`c.JupyterHub.load_roles` for a site."""
@@ -52,13 +75,19 @@ def load_roles(identity: Identity) -> list[dict[str, Any]]:
         {
             "name": "tre-researcher",
             "description": "Researchers: start and use their own project workspaces",
-            "scopes": list(RESEARCHER_SCOPES),
+            "scopes": [*RESEARCHER_SCOPES, _REVIEW_ACCESS, REVIEW_SUBMIT, REVIEW_READ],
             "groups": [groups[Role.researcher]],
+        },
+        {
+            "name": "tre-output-checker",
+            "description": "Output checkers: review release requests in the review service",
+            "scopes": [_REVIEW_ACCESS, REVIEW_CHECK],
+            "groups": [groups[Role.output_checker]],
         },
         {
             "name": "tre-admin",
             "description": "Data managers: see users and servers, stop servers; no data access",
-            "scopes": list(ADMIN_SCOPES),
+            "scopes": [*ADMIN_SCOPES, _REVIEW_ACCESS, REVIEW_READ],
             "groups": [groups[Role.admin]],
         },
     ]

@@ -68,10 +68,12 @@ def workspace_extension_env(
     settings: Settings, plan: SpawnPlan, network: ProjectNetwork
 ) -> dict[str, str]:
     """What the workspace's server extension (jupyter-tre-lab) needs: where the audit
-    service answers, the limits it enforces and whether terminals are allowed. The
-    extension refuses every execution when the audit URL is missing (fail closed)."""
+    and output review services answer, the limits it enforces and whether terminals are
+    allowed. The extension refuses every execution when the audit URL is missing (fail
+    closed) and every release request when the review URL is."""
     return {
         "TRE_AUDIT_URL": network.hub_url(settings.audit.port),
+        "TRE_REVIEW_URL": network.hub_url(settings.review.port),
         "TRE_AUDIT_TIMEOUT": str(settings.audit.confirm_timeout),
         "TRE_MAX_RECORD_BYTES": str(settings.audit.max_record_bytes),
         "TRE_MAX_CONTENT_BYTES": str(settings.hub.max_content_read_bytes),

@@ -1,0 +1,5 @@
+"""`python -m tre.review.web`: the review service, as JupyterHub runs it."""
+
+from .app import main
+
+main()
