@@ -8,8 +8,14 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import ValidationError
 from tornado import httpserver, web
 from tornado.testing import bind_unused_port
+
+from tre.review.models import Controls
+from tre.review.web.api import FILE_FIELDS
+
+FILE_BODY_FIELDS = set(FILE_FIELDS)
 
 
 @dataclass
@@ -94,7 +100,7 @@ class _Handler(web.RequestHandler):
 
 class _Requests(_Handler):
     def get(self) -> None:
-        self.reply(list(self.service.requests.values()))
+        self.reply({"requests": list(self.service.requests.values())})
 
     def post(self) -> None:
         body = self.body()
@@ -115,7 +121,19 @@ class _Request(_Handler):
 class _Files(_Handler):
     def post(self, request_id: str) -> None:
         request = self.find(request_id)
-        path = self.body()["path"]
+        body = self.body()
+        # The real service's contract (tre.review.web.api.FilesHandler), checked as strictly.
+        if set(body) != FILE_BODY_FIELDS:
+            self.set_status(400)
+            self.finish({"message": f"fields {sorted(body)}, expected {sorted(FILE_BODY_FIELDS)}"})
+            return
+        try:
+            Controls.model_validate(body["controls"])
+        except ValidationError as exc:
+            self.set_status(400)
+            self.finish({"message": f"'controls': {exc}"})
+            return
+        path = body["path"]
         request["files"].append({"name": path, "verdict": "pending", "summary": ""})
         self.reply(request, 201)
 

@@ -20,9 +20,19 @@ pytestmark = pytest.mark.security
 
 FILE_FIELDS = {
     "description": "Counts of admissions by region",
-    "context": "Adults admitted 2020-2024",
-    "controls": "Cells below 10 suppressed, counts rounded to 5",
+    "context": "Table 1 of the admissions paper",
+    "population": "Adults admitted 2020-2024",
+    "suppression": "Cells below 10 suppressed, counts rounded to 5",
 }
+FORWARDED = {
+    "description": "Counts of admissions by region",
+    "context": "Table 1 of the admissions paper",
+    "controls": {
+        "population": "Adults admitted 2020-2024",
+        "suppression": "Cells below 10 suppressed, counts rounded to 5",
+    },
+}
+"""What the review service gets for FILE_FIELDS: its `controls` object."""
 
 
 @pytest.fixture
@@ -75,7 +85,7 @@ async def test_a_request_is_created_filled_and_submitted_as_this_server(
     await call(jp_fetch, "requests", rid, "files", body={"path": table, **FILE_FIELDS})
     submitted = await call(jp_fetch, "requests", rid, "submit", body={})
     assert submitted["state"] == "submitted"
-    listed = await call(jp_fetch, "requests")
+    listed = (await call(jp_fetch, "requests"))["requests"]
     assert listed[0]["files"] == [
         {"name": "outputs/table.csv", "verdict": "pass", "summary": "no cell below 10"}
     ]
@@ -84,7 +94,7 @@ async def test_a_request_is_created_filled_and_submitted_as_this_server(
     calls = [(c.method, c.path, c.body) for c in review_service.calls]
     assert calls == [
         ("POST", "/api/requests", {"title": "Table 1", "description": "For a paper"}),
-        ("POST", f"/api/requests/{rid}/files", {"path": "outputs/table.csv", **FILE_FIELDS}),
+        ("POST", f"/api/requests/{rid}/files", {"path": "outputs/table.csv", **FORWARDED}),
         ("POST", f"/api/requests/{rid}/submit", {}),
         ("GET", "/api/requests", None),
         ("GET", f"/api/requests/{rid}", None),
@@ -102,7 +112,7 @@ async def test_identity_from_the_browser_is_not_forwarded(jp_fetch, review_servi
     bodies = [c.body for c in review_service.calls]
     assert bodies == [
         {"title": "T", "description": "D"},
-        {"path": table, **FILE_FIELDS},
+        {"path": table, **FORWARDED},
         {},
     ]
 
@@ -154,9 +164,9 @@ async def test_missing_fields_are_refused_before_the_service(jp_fetch, review_se
 
 async def test_file_fields_are_all_required(jp_fetch, review_service, table):
     fields = {"path": table, **FILE_FIELDS}
-    del fields["controls"]
+    del fields["suppression"]
     code, message = await refused(jp_fetch, "requests", "1", "files", body=fields)
-    assert code == 400 and '"controls" is required' in message
+    assert code == 400 and '"suppression" is required' in message
 
 
 async def test_request_ids_cannot_reach_other_service_paths(jp_fetch, review_service):

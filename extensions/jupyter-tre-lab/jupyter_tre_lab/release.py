@@ -62,7 +62,7 @@ class ReviewClient:
             )
 
     async def call(
-        self, method: str, path: str, body: dict[str, str] | None = None
+        self, method: str, path: str, body: dict[str, Any] | None = None
     ) -> tuple[int, Any]:
         """The service's status and JSON reply; ReleaseError when there is no usable reply."""
         if self._client is None:
@@ -163,7 +163,7 @@ class ReleaseHandler(APIHandler):
         except ValueError:
             raise ReleaseError(400, "the request body is not valid JSON") from None
 
-    async def forward(self, method: str, path: str, body: dict[str, str] | None = None) -> None:
+    async def forward(self, method: str, path: str, body: dict[str, Any] | None = None) -> None:
         status, data = await self.review.call(method, path, body)
         self.reply(status, data)
 
@@ -218,16 +218,28 @@ class RequestHandler(ReleaseHandler):
         await self.forward("GET", f"/api/requests/{request_id}")
 
 
+FILE_FIELDS = ("path", "description", "context", "population", "suppression")
+
+
 class RequestFilesHandler(ReleaseHandler):
-    """`POST {path, description, context, controls}`: add a project file to a draft."""
+    """`POST {path, description, context, population, suppression}`: add a project file to
+    a draft. The service takes population and suppression as the file's `controls`."""
 
     @web.authenticated
     @authorized
     async def post(self, request_id: str) -> None:
-        body = text_fields(self.json_body(), ("path", "description", "context", "controls"))
+        fields = text_fields(self.json_body(), FILE_FIELDS)
         root_dir = str(self.contents_manager.root_dir)
         data_roots = self.review.settings.data_roots
-        body["path"] = check_release_path(body["path"], root_dir, data_roots)
+        body = {
+            "path": check_release_path(fields["path"], root_dir, data_roots),
+            "description": fields["description"],
+            "context": fields["context"],
+            "controls": {
+                "population": fields["population"],
+                "suppression": fields["suppression"],
+            },
+        }
         await self.forward("POST", f"/api/requests/{request_id}/files", body)
 
 

@@ -38,7 +38,13 @@ const releaseIcon = new LabIcon({
 async function askForDetails(paths: string[]): Promise<IReleaseFormValue | null> {
   let value: IReleaseFormValue = {
     request: { title: '', description: '' },
-    files: paths.map(path => ({ path, description: '', context: '', controls: '' }))
+    files: paths.map(path => ({
+      path,
+      description: '',
+      context: '',
+      population: '',
+      suppression: ''
+    }))
   };
   let error = '';
   for (;;) {

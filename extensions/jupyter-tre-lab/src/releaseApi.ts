@@ -20,12 +20,14 @@ export interface IReleaseRequest {
   updated: string;
 }
 
-/** What the researcher says about one file; every field is required. */
+/** What the researcher says about one file; every field is required. The server
+ * extension sends `population` and `suppression` to the service as its `controls`. */
 export interface IFileFields {
   path: string;
   description: string;
   context: string;
-  controls: string;
+  population: string;
+  suppression: string;
 }
 
 export interface IRequestFields {
@@ -92,9 +94,14 @@ export function normaliseRequest(raw: unknown): IReleaseRequest {
   };
 }
 
+/** The researcher's requests in this project; the service answers `{requests: [...]}`. */
 export async function listRequests(): Promise<IReleaseRequest[]> {
-  const data = await call<unknown>(['requests']);
-  return Array.isArray(data) ? data.map(normaliseRequest) : [];
+  const data = await call<{ requests?: unknown }>(['requests']);
+  const requests = data?.requests;
+  if (!Array.isArray(requests)) {
+    throw new ReleaseError('The review service sent an unexpected answer.');
+  }
+  return requests.map(normaliseRequest);
 }
 
 /**

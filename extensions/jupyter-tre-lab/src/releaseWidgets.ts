@@ -64,7 +64,7 @@ function labelled(
 }
 
 /** The form: title and description of the request, then per file its description,
- * context (what population) and controls (what suppression or rounding). */
+ * context (why it is needed), population, and controls (suppression or rounding). */
 export class ReleaseForm extends Widget {
   constructor(initial: IReleaseFormValue, error = '') {
     super();
@@ -111,17 +111,25 @@ export class ReleaseForm extends Widget {
         ),
         context: labelled(
           section,
-          'Context: which population',
+          'Context: why it is needed',
           'file-context',
           file.context,
           true,
+          'e.g. Table 2 of the paper on MGMT status and survival'
+        ),
+        population: labelled(
+          section,
+          'Population: who the numbers describe',
+          'file-population',
+          file.population,
+          true,
           'e.g. Adults admitted 2020–2024 in the cohort'
         ),
-        controls: labelled(
+        suppression: labelled(
           section,
           'Controls: suppression or rounding applied',
-          'file-controls',
-          file.controls,
+          'file-suppression',
+          file.suppression,
           true,
           'e.g. Counts below 10 suppressed, all counts rounded to 5'
         )
@@ -140,7 +148,8 @@ export class ReleaseForm extends Widget {
         path: f.path,
         description: f.description.value,
         context: f.context.value,
-        controls: f.controls.value
+        population: f.population.value,
+        suppression: f.suppression.value
       }))
     };
   }
@@ -152,7 +161,8 @@ export class ReleaseForm extends Widget {
     path: string;
     description: HTMLInputElement | HTMLTextAreaElement;
     context: HTMLInputElement | HTMLTextAreaElement;
-    controls: HTMLInputElement | HTMLTextAreaElement;
+    population: HTMLInputElement | HTMLTextAreaElement;
+    suppression: HTMLInputElement | HTMLTextAreaElement;
   }[] = [];
 }
 
@@ -167,8 +177,9 @@ export function missingField(value: IReleaseFormValue): string {
   for (const file of value.files) {
     for (const [key, words] of [
       ['description', 'what it shows'],
-      ['context', 'its context (which population)'],
-      ['controls', 'its controls (what suppression or rounding was applied)']
+      ['context', 'why it is needed'],
+      ['population', 'which population it describes'],
+      ['suppression', 'what suppression or rounding was applied']
     ] as const) {
       if (!file[key].trim()) {
         return `For ${file.path}, say ${words}.`;

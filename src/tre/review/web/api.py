@@ -19,6 +19,9 @@ from ..states import RequestState
 from .base import BaseHandler
 from .views import request_json
 
+FILE_FIELDS = ("path", "description", "context", "controls")
+"""The body of `POST /api/requests/<id>/files`; `controls` is `{population, suppression}`."""
+
 _DECISIONS = {"approve": Decision.approve, "return": Decision.return_, "reject": Decision.reject}
 
 
@@ -115,7 +118,7 @@ class FilesHandler(ApiHandler):
 
     def post(self, request_id: str) -> None:
         self.caller.check(REVIEW_SUBMIT)
-        payload = self.body("path", "description", "context", "controls")
+        payload = self.body(*FILE_FIELDS)
         controls = payload.get("controls")
         if not isinstance(controls, dict):
             raise Refused(400, "'controls' must be an object {population, suppression}")
