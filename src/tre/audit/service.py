@@ -15,10 +15,8 @@ import json
 import logging
 import os
 import re
-from datetime import date
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from jupyterhub.services.auth import HubAuth
 from tornado import httpserver, httputil, web, websocket
@@ -26,14 +24,7 @@ from tornado import httpserver, httputil, web, websocket
 from tre.settings import Settings, load_settings
 
 from .events import WORKSPACE_KINDS, AuditEvent, EventKind
-from .identity import (
-    PolicyCache,
-    Refused,
-    ServerDirectory,
-    Workspace,
-    check_permit,
-    check_server_token,
-)
+from .identity import Refused, Workspace, WorkspaceIdentifier
 from .records import AuditRecord, AuditStoreError
 from .store import AuditStore, open_store
 
@@ -51,26 +42,11 @@ class AuditService:
         self.settings = settings
         self.store = store
         self.hub_auth = hub_auth
-        self.policy = PolicyCache(settings.policy_dir)
-        self.servers = ServerDirectory(self._hub_user)
-
-    async def _hub_user(self, name: str) -> dict[str, Any] | None:
-        url = f"{self.hub_auth.api_url.rstrip('/')}/users/{quote(name, safe='')}"
-        model: dict[str, Any] | None = await self.hub_auth._api_request("GET", url)
-        return model
+        self.identifier = WorkspaceIdentifier(hub_auth, settings.policy_dir)
 
     async def identify(self, token: str) -> Workspace:
-        try:
-            model = await self.hub_auth.user_for_token(token, use_cache=True, sync=False)
-        except web.HTTPError as exc:
-            raise Refused(503, "the hub cannot be asked who this is; nothing was recorded") from exc
-        user, server = check_server_token(model)
-        try:
-            project = await self.servers.project_of(user, server)
-        except web.HTTPError as exc:
-            raise Refused(503, "the hub cannot be asked about this server") from exc
-        permit = check_permit(self.policy.current(date.today()), user, project, date.today())
-        return Workspace(user=user, server=server, project=project, permit=permit.id)
+        """The workspace (user, server, project, permit) a server token speaks for."""
+        return await self.identifier.identify(token)
 
     async def accept(
         self, token: str, body: bytes | dict[str, Any], *, too_large: bool = False
