@@ -128,7 +128,7 @@ class AuditSettings(BaseModel):
 
 
 class ReviewSettings(BaseModel):
-    """The output-review service (airlock): its port, database and limits."""
+    """The output-review service (airlock): its port, database, limits and e-mail."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -147,6 +147,38 @@ class ReviewSettings(BaseModel):
     )
     max_file_bytes: int = Field(
         default=100 << 20, ge=1024, description="Largest file a release request may hold."
+    )
+    smtp_host: str | None = Field(
+        default=None,
+        description=(
+            "Mail server for notifications (checkers on submission, the author on each "
+            "decision); unset: no e-mail is sent."
+        ),
+    )
+    smtp_port: int = Field(default=25, ge=1, le=65535, description="Port of the mail server.")
+    smtp_starttls: bool = Field(
+        default=False,
+        description="Upgrade the connection with STARTTLS (the server's certificate verified).",
+    )
+    smtp_username: str | None = Field(
+        default=None, description="User to log in to the mail server as; unset: no login."
+    )
+    smtp_password_file: Path | None = Field(
+        default=None,
+        description="File holding the mail server password (never the password itself here).",
+    )
+    mail_from: str = Field(
+        default="jupyter-tre@localhost",
+        pattern=r"^[^\r\n]+@[^\r\n]+$",
+        description="Sender address of the notifications.",
+    )
+    public_url: str | None = Field(
+        default=None,
+        description=(
+            "Base URL of the review pages, for the links in e-mails "
+            "(e.g. https://tre.example/services/tre-review); default: hub.public_url + "
+            "/services/tre-review."
+        ),
     )
 
 

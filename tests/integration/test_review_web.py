@@ -467,3 +467,53 @@ def test_two_checkers_approve_the_author_releases_and_only_the_author_downloads(
         == 1
     )
     assert open_store(site.settings).verify().ok
+
+
+# -- outside the workspace, only checkers see what it wrote -----------------------------------
+
+SECRET_CSV = "grade,patients\nII,28\nIII,71\nIV,218\nZQX-SECRET-ROW,55\n"
+SECRET_TEXT = "ZQX-SECRET-TEXT"
+
+
+@pytest.mark.parametrize("user", ["alice", "bob"])
+def test_the_author_and_members_do_not_see_contents_outside_before_release(
+    site: Site, alice: str, workspace: Path, user: str
+) -> None:
+    """Submitting a file and reading it back in one's own browser would be a way out."""
+    (workspace / "out" / "secret.csv").write_text(SECRET_CSV)
+    made = site.api(alice, "POST", "/requests", {"title": "S", "description": SECRET_TEXT})
+    rid = made.json()["id"]
+    body = {
+        "path": "out/secret.csv",
+        "description": SECRET_TEXT,
+        "context": SECRET_TEXT,
+        "controls": {"population": SECRET_TEXT, "suppression": SECRET_TEXT},
+    }
+    assert site.api(alice, "POST", f"/requests/{rid}/files", body).status_code == 201
+    assert site.api(alice, "POST", f"/requests/{rid}/submit").status_code == 200
+    assert site.api(alice, "POST", f"/requests/{rid}/comments", {
+        "file": "secret.csv", "text": SECRET_TEXT,
+    }).status_code == 201  # fmt: skip
+
+    # Inside the workspace the author sees everything (it came from there).
+    inside = site.api(alice, "GET", f"/requests/{rid}")
+    assert SECRET_TEXT in inside.text
+
+    browser = site.browser(user)
+    page = browser.get(f"{site.pages}/requests/{rid}", timeout=30)
+    api = browser.get(f"{site.pages}/api/requests/{rid}", timeout=30)
+    mine = browser.get(f"{site.pages}/api/requests", timeout=30)
+    stored = browser.get(f"{site.pages}/requests/{rid}/files/secret.csv", timeout=30)
+    if user == "alice":
+        assert page.status_code == 200 and api.status_code == 200, (page.text, api.text)
+        assert 'class="withheld"' in page.text
+        assert api.json()["files"][0]["verdict"]  # the verdict is shown, not the content
+    for answer in (page, api, mine, stored):
+        assert "ZQX-SECRET" not in answer.text, (user, answer.url)
+    assert stored.status_code in {403, 404}
+
+    # An output checker sees it all.
+    olivia = site.browser("olivia")
+    checker_page = olivia.get(f"{site.pages}/requests/{rid}", timeout=30)
+    assert "ZQX-SECRET-ROW" in checker_page.text and SECRET_TEXT in checker_page.text
+    assert olivia.get(f"{site.pages}/requests/{rid}/files/secret.csv").text == SECRET_CSV

@@ -36,8 +36,10 @@ class AuditSink(Protocol):
     def append(self, event: AuditEvent, /) -> object: ...
 
 
-def step_event(req: ReleaseRequest, step: Step) -> AuditEvent:
-    """The audit event of one step of `req` (after the step: its permit is the current one)."""
+def step_event(req: ReleaseRequest, step: Step, seq: int) -> AuditEvent:
+    """The audit event of step number `seq` of `req` (after the step: its permit is the
+    current one). The record is written before the step commits (write-ahead): a step whose
+    number appears twice was attempted once without committing (a crash, a lost race)."""
     return AuditEvent(
         kind=ACTION_EVENTS[step.action],
         actor=step.actor,
@@ -46,6 +48,7 @@ def step_event(req: ReleaseRequest, step: Step) -> AuditEvent:
         at=step.at,
         detail={
             "request": req.id,
+            "step": seq,
             "action": str(step.action),
             "from": str(step.from_state),
             "to": str(step.to_state),

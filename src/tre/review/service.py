@@ -35,6 +35,7 @@ from .models import (
     ReleaseRequest,
     Review,
 )
+from .notify import Notifier, NullNotifier, announce, review_pages
 from .parties import SYSTEM_ACTOR, current_permit, disclosure_profile, parties_of
 from .states import Action, Party, RequestState, Step, check_transition
 from .store import ConcurrentChange, ReviewStore, default_db_url
@@ -58,7 +59,8 @@ ListRole = Literal["author", "checker"]
 
 
 class ReviewService:
-    """Release requests of one site. `db_url`: the review database (default SQLite in db_dir)."""
+    """Release requests of one site. `db_url`: the review database (default SQLite in db_dir);
+    `notifier`: where e-mail about submissions and decisions goes (the service closes it)."""
 
     def __init__(
         self,
@@ -70,6 +72,7 @@ class ReviewService:
         db_url: str | None = None,
         max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
         audit: AuditSink | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
         self.settings = settings
         self._clock: Clock = clock or (lambda: datetime.now(UTC))
@@ -83,9 +86,11 @@ class ReviewService:
         self.files = FileStore(settings.releases_dir)
         self.max_file_bytes = max_file_bytes
         self.audit: AuditSink = audit or open_store(settings)
+        self.notifier: Notifier = notifier or NullNotifier()
 
     def close(self) -> None:
         self.db.close()
+        self.notifier.close()
 
     # -- the author's actions --------------------------------------------------
 
@@ -119,7 +124,7 @@ class ReviewService:
         with self.db.transaction() as conn:
             self.db.insert_request(conn, req)
             self.db.insert_step(conn, req.id, 1, step)
-            self.audit.append(step_event(req, step))
+            self.audit.append(step_event(req, step, 1))
         return self._load(req.id)
 
     def add_file(
@@ -529,12 +534,20 @@ class ReviewService:
         for attempt in range(_ATTEMPTS):
             try:
                 with self.db.transaction() as conn:
-                    act(conn, self.db.load(conn, request_id))
+                    before = self.db.load(conn, request_id)
+                    act(conn, before)
+                    after = self.db.load(conn, request_id)
                 break
             except ConcurrentChange:
                 if attempt == _ATTEMPTS - 1:
                     raise
-        return self._load(request_id)
+        # Only once committed are people told, of this call's steps alone; mail never
+        # holds up or fails an action.
+        steps = [h.step for h in after.history[len(before.history) :]]
+        announce(
+            self.notifier, self._policy_loader, after, steps, pages=review_pages(self.settings)
+        )
+        return after
 
     def _precheck(
         self,
@@ -575,7 +588,7 @@ class ReviewService:
         )
         self.db.update_request(conn, new, expected=req.revision)
         self.db.insert_step(conn, req.id, seq, step)
-        self.audit.append(step_event(new, step))
+        self.audit.append(step_event(new, step, seq))
         return new
 
     def _refuse_blocked(self, req: ReleaseRequest, covered: Mapping[str, int]) -> None:

@@ -18,6 +18,7 @@ from ..models import Controls, Decision, ReleaseRequest
 from ..states import RequestState
 from .base import BaseHandler
 from .views import request_json
+from .visibility import as_seen_by
 
 FILE_FIELDS = ("path", "description", "context", "controls")
 """The body of `POST /api/requests/<id>/files`; `controls` is `{population, suppression}`."""
@@ -55,9 +56,13 @@ class ApiHandler(BaseHandler):
             raise Refused(400, f"'{name}' must be {'non-empty ' if required else ''}text")
         return value
 
+    def seen(self, req: ReleaseRequest) -> dict[str, Any]:
+        """`req` as JSON, as the caller may see it (`visibility`)."""
+        return request_json(as_seen_by(self.ctx.policy(), req, self.caller))
+
     def answer(self, req: ReleaseRequest, status: int = 200) -> None:
         self.set_status(status)
-        self.finish(request_json(req))
+        self.finish(self.seen(req))
 
 
 class RequestsHandler(ApiHandler):
@@ -67,7 +72,7 @@ class RequestsHandler(ApiHandler):
         self.caller.check(REVIEW_READ, REVIEW_SUBMIT)
         project = self.caller.workspace.project if self.caller.workspace else None
         found = self.ctx.service.list_for(self.caller.user, "author", project=project)
-        self.finish({"requests": [request_json(r) for r in found]})
+        self.finish({"requests": [self.seen(r) for r in found]})
 
     def post(self) -> None:
         self.caller.check(REVIEW_SUBMIT)
@@ -101,7 +106,7 @@ class QueueHandler(ApiHandler):
             )
         except ValueError as exc:
             raise Refused(400, f"bad filter: {exc}") from exc
-        self.finish({"requests": [request_json(r) for r in found]})
+        self.finish({"requests": [self.seen(r) for r in found]})
 
 
 class RequestHandler(ApiHandler):

@@ -19,6 +19,7 @@ from tornado import httpserver, web
 from tre.audit.identity import WorkspaceIdentifier
 from tre.settings import Settings, load_settings
 
+from ..notify import notifier_from_settings
 from ..service import ReviewService
 from . import api, pages
 from .base import ReviewWeb
@@ -80,6 +81,7 @@ def make_context(settings: Settings, hub_auth: HubOAuth | None = None) -> Review
         settings,
         db_url=settings.review.db_url,
         max_file_bytes=settings.review.max_file_bytes,
+        notifier=notifier_from_settings(settings.review),
     )
     prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", DEFAULT_PREFIX)
     return ReviewWeb(
@@ -101,7 +103,7 @@ async def serve(settings: Settings) -> None:
         await asyncio.Event().wait()
     finally:
         server.stop()
-        ctx.service.close()
+        ctx.service.close()  # and its notifier: queued mail gets a few seconds to go out
 
 
 def main() -> None:  # pragma: no cover - run by JupyterHub as a managed service

@@ -23,7 +23,8 @@ from ..models import Decision, ReleaseRequest
 from ..parties import parties_of
 from ..states import Action, RequestState, allowed_actions
 from .base import BaseHandler, ReviewWeb
-from .views import content_type, file_view
+from .views import FileView, content_type, file_view, findings_of
+from .visibility import can_see_contents, check_sees_contents, outline
 
 TEMPLATES = Environment(
     loader=PackageLoader("tre.review.web", "templates"),
@@ -158,11 +159,19 @@ class RequestPage(PageHandler):
             actions |= {Action.review, Action.return_, Action.reject}  # review() starts it
         if not self.caller.can(REVIEW_CHECK):
             actions -= {Action.review, Action.return_, Action.reject, Action.start_review}
+        policy = self.ctx.policy()
+        contents = can_see_contents(policy, req, self.caller)
+        if contents:
+            views = [file_view(self.ctx.service.files, f) for f in req.files]
+        else:
+            req = outline(policy, req)
+            views = [FileView(file=f, findings=findings_of(f)) for f in req.files]
         self.set_status(status)
         self.page(
             "request.html",
             req=req,
-            views=[file_view(self.ctx.service.files, f) for f in req.files],
+            views=views,
+            contents=contents,
             actions={str(a) for a in actions},
             is_author=req.author == self.caller.user,
             error=error,
@@ -219,6 +228,7 @@ class StoredFile(PageHandler):
         self.caller.check(REVIEW_CHECK, REVIEW_READ, REVIEW_SUBMIT)
         self.browser_only()
         req = self.ctx.service.get(request_id, self.caller.user)
+        check_sees_contents(self.ctx.policy(), req, self.caller)
         f = req.file(name)
         if f is None:
             raise web.HTTPError(404, f"{name}: no such file in request {request_id}")
