@@ -84,6 +84,7 @@ bench: prereqs venv ## Run the benchmarks (side by side with the tools users wou
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/spawn.py
 	$(BIN)/python bench/audit.py
+	$(BIN)/python bench/review.py
 
 image: prereqs venv extension ## Build the workspace image (reused when its inputs are unchanged)
 	$(BIN)/tre image build

@@ -206,6 +206,19 @@ def test_acro_results_cover_the_table_they_made(acro_results: Path) -> None:
     assert dominance.details["uid"] == "output_2"
 
 
+def test_acros_threshold_failure_is_not_called_a_dominance_failure(acro_results: Path) -> None:
+    """output_0 fails ACRO's threshold rule only: its dominance rules found nothing."""
+    raw = json.loads(acro_results.read_text())["results"]["output_0"]
+    summaries = [f["sdc"]["summary"] for f in raw["files"]]
+    assert raw["status"] == "fail" and any(s["MinimumThresholdCheck"] for s in summaries)
+    assert not any(s.get("NKCheck") or s.get("PPercentCheck") for s in summaries)
+    result = check(acro_results.with_name("output_0_0.csv"))
+    dominance = finding(result, "dominance")
+    assert dominance.source == "acro"
+    assert dominance.verdict is Verdict.passed, dominance.message
+    assert finding(result, "minimum-threshold").verdict is Verdict.fail
+
+
 def test_exception_alone_needs_review(tmp_path: Path) -> None:
     results = {
         "version": "1.0.2",

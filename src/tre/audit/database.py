@@ -1,8 +1,14 @@
 """The audit database: one table of records keyed by (project, seq), and its schema version.
 
 SQLite by default, PostgreSQL in production. The primary key (project, seq) makes a
-second writer of the same position fail instead of forking a chain. The schema is
-created on first use; a database written by another schema version is refused.
+second writer of the same position fail instead of forking a chain.
+
+The schema is alembic's (`tre/audit/migrations`, version table `audit_alembic_version`):
+connecting upgrades the database to the newest revision and refuses one a newer
+jupyter-tre wrote. A database made before alembic (`audit_records` and `audit_schema`
+holding 1) is stamped at revision 0001 as it is; `audit_schema` stays, as the fence
+that stops releases made before alembic from writing to a schema they do not know
+(see tre.audit.migrations.runner).
 """
 
 from __future__ import annotations
@@ -23,12 +29,14 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
-    select,
 )
 from sqlalchemy.exc import SQLAlchemyError
 
+from .migrations.runner import Schema, SchemaRefused, shown, upgrade_to_head
 from .records import AuditRecord, AuditStoreError
 
+# What `audit_schema` holds at the newest revision. Releases made before alembic refuse
+# any other number: a migration they could not work with writes the next one here.
 SCHEMA_VERSION = 1
 
 metadata = MetaData()
@@ -56,6 +64,17 @@ schema_table = Table(
     Column("version", Integer, primary_key=True, autoincrement=False),
 )
 
+SCHEMA = Schema(
+    what="audit database",
+    script_location="tre.audit:migrations",
+    version_table="audit_alembic_version",
+    metadata=metadata,
+    first="0001",
+    first_tables=("audit_records",),
+    fence=schema_table,
+    fence_version=SCHEMA_VERSION,
+)
+
 
 def engine_url(url: str) -> str:
     """psycopg (3) is the PostgreSQL driver we ship; a bare postgresql:// URL means it."""
@@ -66,50 +85,35 @@ def engine_url(url: str) -> str:
 
 
 def connect(url: str) -> Engine:
-    """An engine on the audit database with the schema in place (created if missing)."""
+    """An engine on the audit database, upgraded to the newest schema (created if missing)."""
     try:
         engine = create_engine(engine_url(url), pool_pre_ping=False)
     except (SQLAlchemyError, ImportError, ValueError) as exc:
         raise AuditStoreError(f"audit database {url!r}: cannot use it: {exc}") from exc
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
-    for attempt in range(3):
-        try:
-            versions = _ensure_schema(engine)
-            break
-        except SQLAlchemyError as exc:
-            # The hub and the audit service may create the schema at the same moment:
-            # the loser of that race finds it in place on the next try.
-            if attempt == 2:
-                raise AuditStoreError(f"audit database {url!r}: cannot open it: {exc}") from exc
-    if versions != [SCHEMA_VERSION]:
-        raise AuditStoreError(
-            f"audit database {url!r}: schema version {versions}, this jupyter-tre "
-            f"expects {SCHEMA_VERSION}; upgrade jupyter-tre or migrate the database"
-        )
+    try:
+        upgrade_to_head(engine, url, SCHEMA)
+    except SchemaRefused as exc:
+        engine.dispose()
+        raise AuditStoreError(str(exc)) from exc
+    except SQLAlchemyError as exc:
+        engine.dispose()
+        raise AuditStoreError(f"audit database {shown(url)!r}: cannot open it: {exc}") from exc
     return engine
-
-
-def _ensure_schema(engine: Engine) -> list[int]:
-    metadata.create_all(engine)
-    with engine.begin() as conn:
-        versions = [row.version for row in conn.execute(select(schema_table.c.version))]
-        if not versions:
-            conn.execute(schema_table.insert().values(version=SCHEMA_VERSION))
-            versions = [SCHEMA_VERSION]
-    return versions
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor = dbapi_conn.cursor()
     # Several processes write (the hub and the audit service): WAL lets readers go on,
-    # busy_timeout makes writers wait for each other instead of failing.
+    # busy_timeout makes writers wait for each other instead of failing (set first, so
+    # that switching to WAL waits too).
+    cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA journal_mode=WAL")
     # The JSON line is synced before the commit, so a commit lost to a power cut is put
     # back from the file by the next append (store._complete_database): NORMAL suffices
     # and saves the second sync of every record.
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
 
 

@@ -5,6 +5,13 @@ ever deleted: a changed file is a new version row, a removed one is marked so, a
 history's key (request, seq) refuses a second writer of the same step. Every change
 to a request bumps its `revision` under a compare-and-set, so two checkers acting at
 once cannot both move it.
+
+The schema is alembic's (`tre/review/migrations`, version table
+`review_alembic_version`): opening the store upgrades the database to the newest
+revision and refuses one a newer jupyter-tre wrote. A database made before alembic
+(these tables and `review_schema` holding 1) is stamped at revision 0001 as it is;
+`review_schema` stays, as the fence that stops releases made before alembic from
+writing to a schema they do not know (see tre.audit.migrations.runner).
 """
 
 from __future__ import annotations
@@ -33,6 +40,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import SQLAlchemyError
 
+from tre.audit.migrations.runner import Schema, SchemaRefused, shown, upgrade_to_head
+
 from .errors import ReviewError
 from .models import (
     Comment,
@@ -44,6 +53,8 @@ from .models import (
 )
 from .states import Step
 
+# What `review_schema` holds at the newest revision. Releases made before alembic refuse
+# any other number: a migration they could not work with writes the next one here.
 SCHEMA_VERSION = 1
 
 metadata = MetaData()
@@ -131,6 +142,23 @@ schema_table = Table(
     Column("version", Integer, primary_key=True, autoincrement=False),
 )
 
+SCHEMA = Schema(
+    what="review database",
+    script_location="tre.review:migrations",
+    version_table="review_alembic_version",
+    metadata=metadata,
+    first="0001",
+    first_tables=(
+        "review_requests",
+        "review_files",
+        "review_decisions",
+        "review_comments",
+        "review_history",
+    ),
+    fence=schema_table,
+    fence_version=SCHEMA_VERSION,
+)
+
 
 class RequestNotFound(ReviewError):
     """No request has this id."""
@@ -176,24 +204,14 @@ class ReviewStore:
         self.engine.dispose()
 
     def _ensure_schema(self) -> None:
-        for attempt in range(3):
-            try:
-                metadata.create_all(self.engine)
-                with self.engine.begin() as conn:
-                    versions = [r.version for r in conn.execute(select(schema_table.c.version))]
-                    if not versions:
-                        conn.execute(schema_table.insert().values(version=SCHEMA_VERSION))
-                        versions = [SCHEMA_VERSION]
-                break
-            except SQLAlchemyError as exc:
-                # The service and a CLI may create the schema at once: the loser retries.
-                if attempt == 2:
-                    raise ReviewError(f"review database {self.url!r}: {exc}") from exc
-        if versions != [SCHEMA_VERSION]:
-            raise ReviewError(
-                f"review database {self.url!r}: schema version {versions}, this jupyter-tre "
-                f"expects {SCHEMA_VERSION}"
-            )
+        try:
+            upgrade_to_head(self.engine, self.url, SCHEMA)
+        except SchemaRefused as exc:
+            self.engine.dispose()
+            raise ReviewError(str(exc)) from exc
+        except SQLAlchemyError as exc:
+            self.engine.dispose()
+            raise ReviewError(f"review database {shown(self.url)!r}: {exc}") from exc
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
@@ -454,8 +472,9 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     # The driver's own transaction handling off: `_sqlite_begin_immediate` starts them.
     dbapi_conn.isolation_level = None
     cursor = dbapi_conn.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
+    # busy_timeout first: switching to WAL then waits for another opener, not fails.
     cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA journal_mode=WAL")
     cursor.close()
 
 

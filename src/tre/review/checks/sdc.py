@@ -228,6 +228,28 @@ def _opensafely(sheet: Sheet, counts: pd.DataFrame, profile: DisclosureProfile) 
     return findings
 
 
+DOMINANCE_RULES = ("NKCheck", "PPercentCheck", "nk-rule", "p-ratio")
+"""ACRO's names, in an output's `sdc.summary`, of the rules on contributors' shares (ACRO
+1.0 names its checks by class; the older keys are read too)."""
+
+
+def _acro_rule_counts(covered: dict[str, Any], rules: tuple[str, ...]) -> dict[str, int] | None:
+    """Cells failing each of `rules` over every file of an ACRO output; None: not stated."""
+    counts = dict.fromkeys(rules, 0)
+    stated = False
+    found = covered.get("sdc")
+    for sdc in found if isinstance(found, list) else [found]:
+        summary = sdc.get("summary") if isinstance(sdc, dict) else None
+        if not isinstance(summary, dict):
+            continue
+        for rule in rules:
+            value = summary.get(rule)
+            if isinstance(value, int) and not isinstance(value, bool):
+                counts[rule] += value
+                stated = True
+    return counts if stated else None
+
+
 def _dominance(
     sheet: Sheet, profile: DisclosureProfile, acro_covered: dict[str, Any] | None
 ) -> Finding:
@@ -236,11 +258,22 @@ def _dominance(
         f"{profile.safe_nk_k:.0%} of a cell) and p% (p = {profile.safe_pratio_p:.0%})"
     )
     if acro_covered is not None:
-        status = acro_covered.get("status", "review")
+        # ACRO's status is the whole output's (threshold and zeros too): the dominance
+        # verdict comes from its per-rule counts alone.
+        counts = _acro_rule_counts(acro_covered, DOMINANCE_RULES)
+        if counts is None and not sheet.statistics:
+            verdict, said = Verdict.passed, "a table of counts only: no dominance rule applies"
+        elif counts is None:
+            verdict, said = Verdict.review, "its results.json gives no dominance counts"
+        elif any(counts.values()):
+            verdict = Verdict.fail
+            said = "; ".join(f"{rule}: {n} cell(s)" for rule, n in counts.items() if n)
+        else:
+            verdict, said = Verdict.passed, "no cell fails them"
         return Finding(
             check="dominance",
-            verdict=acro_verdict(status),
-            message=f"ACRO checked {rules} when it made this table: {status}",
+            verdict=verdict,
+            message=f"ACRO checked {rules} when it made this table: {said}",
             details=acro_covered,
             source="acro",
         )
