@@ -283,6 +283,22 @@ def test_hospital_identifiers_block(tmp_path: Path) -> None:
     assert not [f for f in check(not_nhs).findings if f.check == "hospital-identifiers"]
 
 
+def test_digits_glued_to_letters_are_not_a_national_number(tmp_path: Path) -> None:
+    """matplotlib's SVG ids are a letter and hex digits: all digits now and then, and one
+    in eleven of those passes the NHS checksum. That once blocked a plain bar chart."""
+    svg = write(
+        tmp_path,
+        "plot.svg",
+        '<svg xmlns="http://www.w3.org/2000/svg"><clipPath id="p9434765919"/>'
+        '<use href="#p9434765919"/><text>NHS 9434765919</text></svg>\n',
+    )
+    found = finding(check(svg), "hospital-identifiers")
+    assert found.verdict is Verdict.block
+    assert found.message.startswith("1 value"), found.message  # the text, not the id
+    glued = write(tmp_path, "ids.svg", '<svg><clipPath id="p9434765919"/></svg>\n')
+    assert not [f for f in check(glued).findings if f.check == "hospital-identifiers"]
+
+
 # -- differencing ----------------------------------------------------------------------------
 
 EARLIER = "region,male,female,total\nNorth,40,45,85\nSouth,30,35,65\nEast,50,55,105\n"

@@ -36,8 +36,10 @@ HOSPITAL_ID = re.compile(r"(?<![0-9A-Za-z])[A-Z]{2,4}[-_]?\d{7,10}(?![0-9A-Za-z]
 """Letters then seven or more digits (MRN0001234, ADM1234567): how hospital systems number
 patients, admissions and notes."""
 
-NHS_NUMBER = re.compile(r"(?<![\d.])\d{3}[ -]?\d{3}[ -]?\d{4}(?![\d.])")
-BE_NATIONAL_NUMBER = re.compile(r"(?<![\d.])\d{2}\.?\d{2}\.?\d{2}[-.]?\d{3}\.?\d{2}(?![\d.])")
+NHS_NUMBER = re.compile(r"(?<![\w.])\d{3}[ -]?\d{3}[ -]?\d{4}(?![\w.])")
+BE_NATIONAL_NUMBER = re.compile(r"(?<![\w.])\d{2}\.?\d{2}\.?\d{2}[-.]?\d{3}\.?\d{2}(?![\w.])")
+"""National numbers stand alone: digits glued to letters (an SVG's `id="p9434765919"`, a
+hex digest) are not one. Letters then digits are HOSPITAL_ID's."""
 EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 
 DATE = re.compile(
