@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -70,6 +71,11 @@ audit_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(audit_app, name="audit")
+packages_app = typer.Typer(
+    help="The package allow-list: resolve additions for a permit, list what projects installed.",
+    no_args_is_help=True,
+)
+app.add_typer(packages_app, name="packages")
 
 out = Console(soft_wrap=True, highlight=False)
 err = Console(stderr=True, soft_wrap=True, highlight=False)
@@ -115,7 +121,8 @@ def _parse_day(value: str | None, option: str) -> date:
 
 
 def _fail(message: object) -> NoReturn:
-    err.print(f"[red]error:[/red] {message}")
+    # Escaped: messages quote user input and pip's output, where [brackets] are not markup.
+    err.print(f"[red]error:[/red] {escape(str(message))}")
     raise typer.Exit(1)
 
 
@@ -158,7 +165,7 @@ def policy_validate(
     else:
         for finding in report.findings:
             colour = "red" if finding.severity is Severity.error else "yellow"
-            out.print(f"[{colour}]{finding}[/{colour}]")
+            out.print(f"[{colour}]{escape(str(finding))}[/{colour}]")
         errors, warnings = len(report.errors), len(report.findings) - len(report.errors)
         if report.ok and report.policy is not None:
             p = report.policy
@@ -693,3 +700,88 @@ def audit_prune(
         )
     if not results:
         out.print(f"nothing older than {day}")
+
+
+@packages_app.command("resolve")
+def packages_resolve(
+    ctx: typer.Context,
+    requirements: Annotated[
+        list[str],
+        typer.Argument(help="Packages to add, each a name with an optional specifier."),
+    ],
+    permit: Annotated[str, typer.Option("--permit", help="The permit the additions are for.")],
+    write: Annotated[
+        bool,
+        typer.Option("--write", help="Append the new pins to the permit's list in packages.yaml."),
+    ] = False,
+    site: Annotated[
+        str | None,
+        typer.Option(help="Policy folder, or a site name under policies/. Default: settings."),
+    ] = None,
+    today: Annotated[
+        str | None,
+        typer.Option(help="Load and validate the policy as of this date (YYYY-MM-DD)."),
+    ] = None,
+    timeout: Annotated[float, typer.Option(min=1, help="Seconds pip may take to resolve.")] = 300.0,
+) -> None:
+    """Resolve the dependency closure of REQUIREMENTS with pip, for the Python and platform
+    of the workspace image, and show what is already allowed and what would be new."""
+    from .packages import ResolveError, resolve_additions, write_additions
+    from .policy import PolicyError, load_policy
+
+    day = _parse_day(today, "--today")
+    policy_dir = _resolve_site(site, _settings(ctx))
+    try:
+        policy = load_policy(policy_dir, day)
+        resolution = resolve_additions(policy, permit, requirements, timeout=timeout)
+    except (PolicyError, ResolveError) as exc:
+        _fail(exc)
+    table = Table(
+        "package", "version", "requested", "allowed by", title=f"Closure for permit {permit}"
+    )
+    for pkg in resolution.packages:
+        allowed = "[green]new[/green]" if pkg.source == "new" else str(pkg.source)
+        table.add_row(pkg.name, pkg.version, "yes" if pkg.requested else "", allowed)
+    out.print(table)
+    new = resolution.new_pins
+    if not new:
+        out.print(f"nothing new: the site list and permit {permit} already allow all of it")
+        return
+    out.print(f"{len(new)} new pin(s): {' '.join(new)}")
+    if not write:
+        out.print("review them, then run again with --write to add them to packages.yaml")
+        return
+    try:
+        written = write_additions(policy_dir, permit, new, day)
+    except ResolveError as exc:
+        _fail(exc)
+    out.print(f"[green]wrote[/green] {written.path}: {len(written.added)} pin(s) for {permit}")
+    if not written.comments_kept:
+        out.print("[yellow]note:[/yellow] ruamel.yaml is not installed: comments were not kept")
+
+
+@packages_app.command("installed")
+def packages_installed(
+    ctx: typer.Context,
+    project: Annotated[str | None, typer.Option(help="Only this project's installs.")] = None,
+    since: Annotated[
+        str | None, typer.Option(help="From this day (YYYY-MM-DD, UTC) or date-time on.")
+    ] = None,
+) -> None:
+    """List the packages workspaces installed from the mirror, as the audit log records them."""
+    from .audit import AuditStoreError
+    from .packages.installed import installed_packages
+
+    try:
+        installs = installed_packages(
+            _audit_store(ctx), project=project, since=_parse_when(since, "--since")
+        )
+    except AuditStoreError as exc:
+        _fail(exc)
+    table = Table("at (UTC)", "project", "user", "package", "version", "sha256")
+    for i in installs:
+        table.add_row(
+            i.at.strftime("%Y-%m-%d %H:%M:%S"), i.project, i.user, i.name, i.version, i.short_sha256
+        )
+    out.print(table)
+    out.print(f"{len(installs)} install(s)")

@@ -130,7 +130,7 @@ def test_missing_folder(tmp_path: Path) -> None:
     assert [str(f) for f in validate_policy(missing, DEMO_TODAY).findings] == [
         f"{missing}: error: (folder): policy folder does not exist or is not a folder "
         "(allowed: a folder holding site.yaml, people.yaml, datasets.yaml, projects.yaml, "
-        "permits.yaml, disclosure.yaml)"
+        "permits.yaml, disclosure.yaml, packages.yaml)"
     ]
 
 

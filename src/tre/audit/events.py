@@ -36,6 +36,9 @@ class EventKind(StrEnum):
     review_released = "review_released"
     review_withdrawn = "review_withdrawn"
     review_downloaded = "review_downloaded"
+    package_installed = "package_installed"
+    """The package mirror served a file to a workspace: detail {name, version, sha256,
+    filename}. Written hub-side by the mirror, never accepted from a workspace."""
 
 
 WORKSPACE_KINDS: frozenset[EventKind] = frozenset(

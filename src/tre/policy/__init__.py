@@ -1,4 +1,5 @@
-"""The site's policy as typed models: datasets, projects, permits, people, disclosure profiles.
+"""The site's policy as typed models: datasets, projects, permits, people, disclosure profiles,
+the package allow-list.
 
 This package is the ground floor: it imports no other part of `tre`.
 """
@@ -7,6 +8,13 @@ from .datasets import Dataset, DatasetVersion, Modality, Restriction, Restrictio
 from .disclosure import BUILTIN_PROFILES, DisclosureProfile
 from .ehds import HealthCategory, Purpose
 from .findings import Finding, PolicyError, Severity
+from .packages import (
+    PackageNotAllowed,
+    PythonPackages,
+    allowed_requirements,
+    can_install,
+    check_allowed,
+)
 from .people import Person, Role
 from .permits import Conditions, DatasetGrant, Permit, PermitError, PermitStatus
 from .policy import Policy
@@ -26,6 +34,7 @@ __all__ = [
     "Identity",
     "Member",
     "Modality",
+    "PackageNotAllowed",
     "Permit",
     "PermitError",
     "PermitStatus",
@@ -35,12 +44,16 @@ __all__ = [
     "Project",
     "ProjectRole",
     "Purpose",
+    "PythonPackages",
     "Restriction",
     "RestrictionKind",
     "Role",
     "Severity",
     "Site",
     "ValidationReport",
+    "allowed_requirements",
+    "can_install",
+    "check_allowed",
     "load_policy",
     "validate_policy",
 ]

@@ -13,6 +13,7 @@ from datetime import date, timedelta
 from .datasets import Dataset
 from .disclosure import BUILTIN_PROFILES
 from .findings import Severity
+from .packages import entry_name
 from .people import Role
 from .permits import Permit, PermitStatus
 from .policy import Policy
@@ -38,7 +39,7 @@ def cross_check(policy: Policy, today: date, *, strict: bool = True) -> list[Iss
     time) housekeeping that only time makes due — an expired permit not yet archived —
     is a warning, so the policy does not become unloadable at midnight."""
     issues: list[Issue] = []
-    for check in (_people, _datasets, _disclosure, _projects, _permits):
+    for check in (_people, _datasets, _disclosure, _projects, _permits, _packages):
         issues.extend(check(policy, today))
     if not strict:
         issues = [
@@ -340,3 +341,47 @@ def _permit_restrictions(
                 f"'{acknowledged}' is not a restriction of any dataset this permit grants",
                 choices(restrictions),
             )
+
+
+def _packages(policy: Policy, today: date) -> Iterator[Issue]:
+    """packages.yaml: no name twice in one list; a permit's additions name an existing
+    permit and never a name of the site list (an addition cannot loosen, or silently
+    tighten, what every project already has: change the site entry instead)."""
+    python = policy.python
+    at: Loc = ("python",)
+    site_names = {entry_name(e): i for i, e in enumerate(python.site)}
+    yield from _duplicate_names((*at, "site"), python.site)
+    for permit_id, additions in python.permits.items():
+        here: Loc = (*at, "permits", permit_id)
+        if policy.permit(permit_id) is None:
+            yield Issue(
+                "python",
+                here,
+                f"additions for unknown permit '{permit_id}'",
+                choices(p.id for p in policy.permits),
+            )
+        yield from _duplicate_names(here, additions)
+        for j, entry in enumerate(additions):
+            name = entry_name(entry)
+            if name in site_names:
+                yield Issue(
+                    "python",
+                    (*here, j),
+                    f"'{name}' is on the site list ('{python.site[site_names[name]]}'); a "
+                    "permit may not list it again: change the site entry instead",
+                )
+
+
+def _duplicate_names(at: Loc, entries: tuple[str, ...]) -> Iterator[Issue]:
+    seen: dict[str, int] = {}
+    for j, entry in enumerate(entries):
+        name = entry_name(entry)
+        if name in seen:
+            yield Issue(
+                "python",
+                (*at, j),
+                f"'{name}' is listed more than once (first as '{entries[seen[name]]}'); "
+                "give one entry per package, with all its specifiers",
+            )
+        else:
+            seen[name] = j

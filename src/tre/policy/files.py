@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pydantic import Field
+
 from .base import PolicyModel
 from .datasets import Dataset
 from .disclosure import DisclosureProfile
+from .packages import PythonPackages
 from .people import Person
 from .permits import Permit
 from .projects import Project
@@ -41,6 +44,10 @@ class DisclosureFile(PolicyModel):
     disclosure_profiles: tuple[DisclosureProfile, ...] = ()
 
 
+class PackagesFile(PolicyModel):
+    python: PythonPackages = Field(default_factory=PythonPackages)
+
+
 @dataclass(frozen=True)
 class PolicyFileSpec:
     name: str
@@ -60,4 +67,5 @@ POLICY_FILES: tuple[PolicyFileSpec, ...] = (
     PolicyFileSpec("projects.yaml", "projects", ProjectsFile),
     PolicyFileSpec("permits.yaml", "permits", PermitsFile),
     PolicyFileSpec("disclosure.yaml", "disclosure_profiles", DisclosureFile, required=False),
+    PolicyFileSpec("packages.yaml", "python", PackagesFile, required=False),
 )

@@ -13,6 +13,7 @@ from pydantic import Field
 from .base import PolicyModel
 from .datasets import Dataset
 from .disclosure import BUILTIN_PROFILES, DisclosureProfile
+from .packages import PythonPackages
 from .people import Person, Role
 from .permits import Permit
 from .projects import Project
@@ -27,6 +28,10 @@ class Policy(PolicyModel):
     permits: tuple[Permit, ...] = ()
     disclosure_profiles: tuple[DisclosureProfile, ...] = Field(
         default=(), description="Site profiles, in addition to the built-in ones."
+    )
+    python: PythonPackages = Field(
+        default_factory=PythonPackages,
+        description="The Python package allow-list (packages.yaml); empty: nothing allowed.",
     )
 
     def person(self, username: str) -> Person | None:
