@@ -182,6 +182,49 @@ class ReviewSettings(BaseModel):
     )
 
 
+class MirrorSettings(BaseModel):
+    """The package mirror: devpi-server on loopback behind the front workspaces reach."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(
+        default=True,
+        description=(
+            "Run the mirror with the hub and point workspaces' pip at it; off: no package "
+            "installs in workspaces at all."
+        ),
+    )
+    port: int = Field(
+        default=8084,
+        ge=1,
+        le=65535,
+        description=(
+            "Port of the mirror's front, reached by workspaces on their network gateway "
+            "(pip's index is http://tre:<server token>@<gateway>:<port>/simple/)."
+        ),
+    )
+    upstream_url: str = Field(
+        default="https://pypi.org/simple",
+        pattern=r"^https?://[^\s]+$",
+        description="The upstream simple index devpi mirrors (root/pypi's mirror_url).",
+    )
+    serverdir: Path | None = Field(
+        default=None,
+        description="devpi-server's state (cached files, indexes); default var/mirror/devpi.",
+    )
+    request_timeout: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="Seconds the front waits for devpi to answer or to send the next chunk.",
+    )
+    max_file_bytes: int = Field(
+        default=1 << 30,
+        ge=1024,
+        description="Largest package file the front passes to a workspace; larger are refused.",
+    )
+
+
 class Settings(BaseModel):
     """Operator settings for one site."""
 
@@ -199,6 +242,7 @@ class Settings(BaseModel):
     hub: HubSettings = Field(default_factory=HubSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
     review: ReviewSettings = Field(default_factory=ReviewSettings)
+    mirror: MirrorSettings = Field(default_factory=MirrorSettings)
     oidc: OidcSettings = Field(default_factory=OidcSettings)
 
     @property

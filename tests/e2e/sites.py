@@ -20,7 +20,14 @@ from tre.audit import SITE_CHAIN, EventKind, open_store
 from tre.ingest import granted_versions, ingest_version
 from tre.policy import load_policy
 from tre.pseudonym import create_master_key, default_master_key_path
-from tre.settings import AuditSettings, HubSettings, OidcSettings, ReviewSettings, Settings
+from tre.settings import (
+    AuditSettings,
+    HubSettings,
+    MirrorSettings,
+    OidcSettings,
+    ReviewSettings,
+    Settings,
+)
 from tre.stack import Stack
 
 PROJECT = "gbm-linkage"
@@ -72,7 +79,9 @@ class Site:
         return [(r.kind, r.actor, None if r.project == SITE_CHAIN else r.project) for r in records]
 
 
-def site_settings(root: Path, image: str) -> Settings:
+def site_settings(root: Path, image: str, *, mirror: bool = False) -> Settings:
+    """`mirror`: run the package mirror (it fetches the upstream index's list of names
+    first); the tests that do not install packages leave it off."""
     return Settings(
         policy_dir=root / "policy",
         var_dir=root / "var",
@@ -86,15 +95,18 @@ def site_settings(root: Path, image: str) -> Settings:
         ),
         review=ReviewSettings(port=free_port()),
         audit=AuditSettings(port=free_port()),
+        mirror=MirrorSettings(enabled=mirror, port=free_port()),
         oidc=OidcSettings(demo_idp_port=free_port()),
     )
 
 
 @contextmanager
-def running_site(root: Path, demo_silos: Path, image: str) -> Iterator[Site]:
+def running_site(
+    root: Path, demo_silos: Path, image: str, *, mirror: bool = False
+) -> Iterator[Site]:
     """Start a site under `root` with gbm-linkage's datasets ingested; stop it after."""
     today = date.today()
-    settings = site_settings(root, image)
+    settings = site_settings(root, image, mirror=mirror)
     policy_for_today(settings.policy_dir, today)
     settings.var_dir.mkdir()
     (settings.var_dir / "silos").symlink_to(demo_silos, target_is_directory=True)

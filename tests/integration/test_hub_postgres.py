@@ -12,7 +12,14 @@ import pytest
 from tests.e2e.hubclient import HubUser
 from tests.postgres import createdb, postgres_server
 from tests.support import DEMO_POLICY
-from tre.settings import AuditSettings, HubSettings, OidcSettings, ReviewSettings, Settings
+from tre.settings import (
+    AuditSettings,
+    HubSettings,
+    MirrorSettings,
+    OidcSettings,
+    ReviewSettings,
+    Settings,
+)
 from tre.stack import Stack
 
 pytestmark = pytest.mark.slow
@@ -40,6 +47,7 @@ def test_the_hub_keeps_its_state_in_postgresql(tmp_path: Path) -> None:
             ),
             review=ReviewSettings(port=free_port()),
             audit=AuditSettings(port=free_port()),
+            mirror=MirrorSettings(enabled=False),  # tests/integration/test_mirror.py has it
             oidc=OidcSettings(demo_idp_port=free_port()),
         )
         with Stack(settings):

@@ -93,7 +93,7 @@ c.JupyterHub.services = [
 c.JupyterHub.load_roles = [
     r
     for r in c.JupyterHub.load_roles
-    if r["name"] not in ("idle-culler", "permit-watch", "tre-audit")
+    if r["name"] not in ("idle-culler", "permit-watch", "tre-audit", "tre-mirror")
 ] + [
     {{
         "name": "test-admin",

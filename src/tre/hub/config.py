@@ -6,8 +6,10 @@ nothing else. Every value here is a decision with a reason, written beside it.
 
 from __future__ import annotations
 
+import os
 import secrets
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +33,10 @@ PROXY_COMMAND = REPO / "proxy" / "node_modules" / ".bin" / "configurable-http-pr
 
 def allowed_ports(settings: Settings) -> list[int]:
     """Ports on its network gateway that a workspace may reach: the hub API, the audit
-    service and the review service's API (and, later, the other hub-side services).
+    service, the review service's API and the package mirror's front (when enabled).
     Everything else on the host is closed to workspaces."""
-    return [settings.hub.hub_port, settings.audit.port, settings.review.port]
+    ports = [settings.hub.hub_port, settings.audit.port, settings.review.port]
+    return [*ports, settings.mirror.port] if settings.mirror.enabled else ports
 
 
 def firewall_rules(settings: Settings) -> Ruleset:
@@ -160,6 +163,21 @@ def configure(c: Any, settings: Settings) -> None:
             "oauth_client_allowed_scopes": [REVIEW_SUBMIT, REVIEW_CHECK, REVIEW_READ],
         },
     ]
+    if settings.mirror.enabled:
+        # pip in each workspace reaches its front on the gateway with the server's token;
+        # devpi itself listens on a unix socket only the service can use.
+        c.JupyterHub.services.append(
+            {
+                "name": MIRROR_SERVICE,
+                "command": [sys.executable, "-m", "tre.mirror"],
+                "environment": {
+                    "TRE_SETTINGS": str(settings_file_for(settings)),
+                    # The hub hands services a bare environment; devpi reaches the upstream
+                    # index through the host's proxy and trusts the host's CA bundle.
+                    **upstream_env(os.environ),
+                },
+            }
+        )
     c.JupyterHub.load_roles = [
         *load_roles(policy.site.identity),
         {
@@ -185,6 +203,32 @@ def configure(c: Any, settings: Settings) -> None:
             "services": [REVIEW_SERVICE],
         },
     ]
+    if settings.mirror.enabled:
+        c.JupyterHub.load_roles.append(
+            {"name": MIRROR_SERVICE, "scopes": ["read:servers"], "services": [MIRROR_SERVICE]}
+        )
+
+
+MIRROR_SERVICE = "tre-mirror"
+
+UPSTREAM_ENV = (
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+    "HTTPS_PROXY",
+    "HTTP_PROXY",
+    "NO_PROXY",
+    "https_proxy",
+    "http_proxy",
+    "no_proxy",
+)
+"""What the mirror needs from the hub's environment to reach the upstream index."""
+
+
+def upstream_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The host's CA bundle and proxy settings, as far as they are set."""
+    return {k: environ[k] for k in UPSTREAM_ENV if environ.get(k)}
 
 
 def settings_file_for(settings: Settings) -> Path:

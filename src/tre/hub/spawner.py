@@ -82,6 +82,22 @@ def workspace_extension_env(
     }
 
 
+def pip_env(settings: Settings, network: ProjectNetwork, server_token: str) -> dict[str, str]:
+    """pip in the workspace, pointed at the package mirror's front on the gateway with the
+    server's own Hub token as the password (pip does not expand variables in the URL; the
+    kernel already holds that token). Each install is downloaded, and audited, afresh."""
+    if not settings.mirror.enabled:
+        return {"PIP_NO_INDEX": "1"}
+    base = network.hub_url(settings.mirror.port)
+    scheme, host = base.split("://", 1)
+    return {
+        "PIP_INDEX_URL": f"{scheme}://tre:{server_token}@{host}/simple/",
+        "PIP_TRUSTED_HOST": str(network.gateway),
+        "PIP_NO_CACHE_DIR": "1",
+        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+    }
+
+
 class Refusal(web.HTTPError):
     """A 403 whose message JupyterHub shows on its pages (as `jupyterhub_message`)."""
 
@@ -263,6 +279,7 @@ class ProjectSpawner(DockerSpawner):  # type: ignore[misc]
             **CONTAINER_ENV,
             **plan.environment,
             **workspace_extension_env(settings, plan, network),
+            **pip_env(settings, network, self.api_token),
         }
         self.args = [
             f"--ServerApp.terminals_enabled={plan.terminals_allowed}",
