@@ -76,6 +76,11 @@ packages_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(packages_app, name="packages")
+resources_app = typer.Typer(
+    help="Read-only project resources (reference genomes, models) copied in with a manifest.",
+    no_args_is_help=True,
+)
+app.add_typer(resources_app, name="resources")
 
 out = Console(soft_wrap=True, highlight=False)
 err = Console(stderr=True, soft_wrap=True, highlight=False)
@@ -785,3 +790,109 @@ def packages_installed(
         )
     out.print(table)
     out.print(f"{len(installs)} install(s)")
+
+
+def _size(n: int) -> str:
+    if n < 1000:
+        return f"{n} B"
+    value = n / 1000
+    for unit in ("KB", "MB", "GB"):
+        if value < 1000:
+            return f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} TB"
+
+
+@resources_app.command("add")
+def resources_add(
+    ctx: typer.Context,
+    source: Annotated[Path, typer.Argument(help="The file or folder to copy in.")],
+    project: Annotated[str, typer.Option("--project", help="The project it is for.")],
+    name: Annotated[
+        str | None,
+        typer.Option(help="The resource's name (its folder); default: the source's name."),
+    ] = None,
+    note: Annotated[str | None, typer.Option(help="What it is and why, for the manifest.")] = None,
+    by: Annotated[
+        str | None,
+        typer.Option("--by", help="Who adds it, for the record; default: $SUDO_USER or $USER."),
+    ] = None,
+    today: Annotated[
+        str | None, typer.Option(help="Load the policy as of this date (YYYY-MM-DD).")
+    ] = None,
+) -> None:
+    """Copy a file or folder into var/resources/PROJECT/NAME/, read-only, with MANIFEST.json
+    (paths, sizes, sha256) and an audit record. Resources are immutable: a name is never reused."""
+    from .audit import AuditStoreError
+    from .policy import PolicyError, load_policy
+    from .resources import ResourceError, add_resource, default_actor
+
+    settings = _settings(ctx)
+    actor = by or default_actor()
+    if not actor:
+        _fail("who adds the resource is unknown ($SUDO_USER and $USER are unset): pass --by")
+    try:
+        policy = load_policy(settings.policy_dir, _parse_day(today, "--today"))
+        with _progress_bar() as progress:
+            tasks: list[TaskID] = []
+
+            def report(label: str, done: int, total: int) -> None:
+                if not tasks:  # one bar for the bytes, labelled with the latest file
+                    tasks.append(progress.add_task(label, total=total))
+                progress.update(tasks[0], description=label, completed=done, total=total)
+
+            added = add_resource(
+                settings, policy, project, source, by=actor, name=name, note=note, progress=report
+            )
+    except (ResourceError, PolicyError, AuditStoreError, OSError) as exc:
+        _fail(exc)
+    m = added.manifest
+    out.print(f"added {added.path}: {len(m.files)} file(s), {_size(m.total_bytes)}, read-only")
+    out.print(f"manifest_sha256: {added.manifest_sha256}")
+
+
+@resources_app.command("list")
+def resources_list(
+    ctx: typer.Context,
+    project: Annotated[str | None, typer.Option(help="Only this project's resources.")] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="The manifests' summaries as JSON.")
+    ] = False,
+) -> None:
+    """List the resources of every project (or one), from their manifests."""
+    from .resources import ResourceError, list_resources
+
+    try:
+        found = list_resources(_settings(ctx), project)
+    except ResourceError as exc:
+        _fail(exc)
+    if as_json:
+        payload = [
+            {
+                "project": r.project,
+                "name": r.name,
+                "files": r.files,
+                "bytes": r.manifest.total_bytes,
+                "added_by": r.manifest.added_by,
+                "added_at": r.manifest.added_at.isoformat(),
+                "note": r.manifest.note,
+                "path": str(r.path),
+            }
+            for r in found
+        ]
+        typer.echo(json.dumps(payload, indent=2))
+        return
+    table = Table("project", "name", "files", "size", "added by", "at (UTC)", "note")
+    for r in found:
+        m = r.manifest
+        table.add_row(
+            r.project,
+            r.name,
+            str(r.files),
+            _size(m.total_bytes),
+            m.added_by,
+            m.added_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
+            m.note or "",
+        )
+    out.print(table)
+    out.print(f"{len(found)} resource(s)")

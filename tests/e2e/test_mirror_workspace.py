@@ -1,4 +1,5 @@
-"""The package mirror from a real workspace on its project network.
+"""Ingress into a real workspace on its project network: the package mirror, and an
+administrator's read-only resources.
 
 The hub starts `tre-mirror` (devpi-server with devpi-constrained behind our front); the
 spawner points the workspace's pip at the front on the network's gateway with the server's
@@ -22,6 +23,8 @@ import pytest
 from tests.e2e.hubclient import HubUser, error_of
 from tests.e2e.sites import PROJECT, Site, running_site
 from tre.audit import EventKind, open_store
+from tre.policy import load_policy
+from tre.resources import add_resource
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(1500)]
 
@@ -115,3 +118,50 @@ print(json.dumps(facts))
 """
     facts = json.loads(alice.execute(PROJECT, code).strip().splitlines()[-1])
     assert facts["dns"] != "resolved", facts
+
+
+@pytest.mark.security
+def test_an_administrators_resource_appears_read_only_in_the_running_workspace(
+    site: Site, alice: HubUser, tmp_path: Path
+) -> None:
+    """Large ingress: `tre resources add` while the workspace runs; it shows up under
+    /resources with its manifest, and nothing there can be changed from inside."""
+    source = tmp_path / "GRCh38-chr21"
+    source.mkdir()
+    (source / "chr21.fa").write_text(">chr21\nACGTNNNNACGT\n")
+    added = add_resource(
+        site.settings,
+        load_policy(site.policy_dir),
+        PROJECT,
+        source,
+        by="adam",
+        note="reference genome, chr21 only",
+    )
+    code = """
+import json, os
+base = "/resources/GRCh38-chr21"
+facts = {"files": sorted(os.listdir(base)), "fa": open(base + "/chr21.fa").read()}
+manifest = json.load(open(base + "/MANIFEST.json"))
+facts["sha256"] = manifest["files"][0]["sha256"]
+for what, attempt in (
+    ("write", lambda: open(base + "/chr21.fa", "a").write("x")),
+    ("create", lambda: open(base + "/new.txt", "w").write("x")),
+    ("create_top", lambda: open("/resources/mine.txt", "w").write("x")),
+):
+    try:
+        attempt()
+        facts[what] = "allowed"
+    except OSError as exc:
+        facts[what] = exc.strerror
+print(json.dumps(facts))
+"""
+    facts = json.loads(alice.execute(PROJECT, code).strip().splitlines()[-1])
+    assert facts["files"] == ["MANIFEST.json", "chr21.fa"], facts
+    assert facts["fa"] == ">chr21\nACGTNNNNACGT\n"
+    assert facts["sha256"] == added.manifest.files[0].sha256
+    assert {facts["write"], facts["create"], facts["create_top"]} <= {
+        "Read-only file system",
+        "Permission denied",
+    }, facts
+    kinds = [(k, actor) for k, actor, project in site.audit() if project == PROJECT]
+    assert (EventKind.resource_added, "adam") in kinds

@@ -146,6 +146,7 @@ def test_the_spawn_form_lists_only_projects_with_a_current_permit(site: Site) ->
 def test_only_the_permitted_datasets_are_mounted(inside: dict[str, object]) -> None:
     assert inside["datasets"] == GBM_DATASETS
     allowed = {f"/data/{d}" for d in GBM_DATASETS} | {"/home/researcher/work", "/tmp"}
+    allowed |= {"/resources"}  # the project's read-only resources (tre resources add)
     docker_own = {
         "/",
         "/proc",

@@ -39,6 +39,10 @@ class EventKind(StrEnum):
     package_installed = "package_installed"
     """The package mirror served a file to a workspace: detail {name, version, sha256,
     filename}. Written hub-side by the mirror, never accepted from a workspace."""
+    resource_added = "resource_added"
+    """An administrator added a read-only project resource (`tre resources add`): detail
+    {name, files, bytes, manifest_sha256}. Written by the admin command, never accepted from
+    a workspace."""
 
 
 WORKSPACE_KINDS: frozenset[EventKind] = frozenset(

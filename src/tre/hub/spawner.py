@@ -27,6 +27,7 @@ from traitlets import Float, Unicode
 
 from tre.audit import AuditEvent, EventKind, can_name_chain, open_store
 from tre.policy import load_policy
+from tre.resources import project_resources_dir
 from tre.settings import Settings, load_settings
 
 from .config import firewall_rules
@@ -96,6 +97,10 @@ def pip_env(settings: Settings, network: ProjectNetwork, server_token: str) -> d
         "PIP_NO_CACHE_DIR": "1",
         "PIP_DISABLE_PIP_VERSION_CHECK": "1",
     }
+
+
+RESOURCES_DIR = "/resources"
+"""Where a project's read-only resources (`tre resources add`) appear in its workspaces."""
 
 
 class Refusal(web.HTTPError):
@@ -245,9 +250,13 @@ class ProjectSpawner(DockerSpawner):  # type: ignore[misc]
         plan.workspace.mkdir(parents=True, exist_ok=True)
         os.chown(plan.workspace, WORKSPACE_UID, WORKSPACE_GID)
         plan.workspace.chmod(0o2770)
+        resources = project_resources_dir(settings, plan.project)
+        # Made here (root's, 0755) so that what an administrator adds later appears live.
+        resources.mkdir(parents=True, exist_ok=True, mode=0o755)
         self.volumes = {
             _escape(plan.workspace): {"bind": str(WORK_DIR), "mode": "rw"},
             **{_escape(m.source): {"bind": str(m.target), "mode": "ro"} for m in plan.datasets},
+            _escape(resources): {"bind": str(RESOURCES_DIR), "mode": "ro"},
         }
         self.read_only_volumes: dict[str, str] = {}
         self.mounts: list[dict[str, Any]] = []
