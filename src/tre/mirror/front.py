@@ -26,6 +26,7 @@ from tornado.ioloop import IOLoop
 
 from tre.audit import AuditEvent, EventKind
 from tre.audit.identity import Refused, Workspace
+from tre.weblog import request_logger
 
 from .indexes import USER
 from .simple import (
@@ -341,18 +342,5 @@ def make_app(ctx: FrontContext) -> web.Application:
             (r"/simple/([^/]+)/?", ProjectHandler, args),
             (r"/files/(.+)", FileHandler, args),
         ],
-        log_function=_log_request,
-    )
-
-
-def _log_request(handler: web.RequestHandler) -> None:
-    status = handler.get_status()
-    level = logging.WARNING if status >= 500 else logging.DEBUG
-    log.log(
-        level,
-        "%d %s %s %.1fms",
-        status,
-        handler.request.method,
-        handler.request.path,
-        1000 * handler.request.request_time(),
+        log_function=request_logger(log, warn_from=500),
     )

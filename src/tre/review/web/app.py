@@ -18,6 +18,7 @@ from tornado import httpserver, web
 
 from tre.audit.identity import WorkspaceIdentifier
 from tre.settings import Settings, load_settings
+from tre.weblog import request_logger
 
 from ..notify import notifier_from_settings
 from ..service import ReviewService
@@ -53,20 +54,7 @@ def make_app(ctx: ReviewWeb) -> web.Application:
         cookie_secret=secrets.token_bytes(32),
         xsrf_cookies=True,
         login_url=ctx.hub_auth.login_url,
-        log_function=_log_request,
-    )
-
-
-def _log_request(handler: web.RequestHandler) -> None:
-    status = handler.get_status()
-    level = logging.WARNING if status >= 400 else logging.DEBUG
-    log.log(
-        level,
-        "%d %s %s %.1fms",
-        status,
-        handler.request.method,
-        handler.request.path,
-        1000 * handler.request.request_time(),
+        log_function=request_logger(log, warn_from=400),
     )
 
 
