@@ -334,9 +334,13 @@ def test_processes_opening_a_fresh_database_at_once_all_succeed(tmp_path: Path) 
     assert drift(url, SCHEMA) == []
 
 
-def test_threads_opening_a_fresh_database_at_once_all_succeed(tmp_path: Path) -> None:
+@pytest.mark.parametrize("round_", range(8))
+def test_threads_opening_a_fresh_database_at_once_all_succeed(
+    tmp_path: Path, round_: int
+) -> None:
+    # Several rounds: SQLite's switch to WAL on a fresh file failed now and then.
     url = sqlite_url(tmp_path / "review.sqlite")
-    barrier = threading.Barrier(4)
+    barrier = threading.Barrier(6)
     errors: list[BaseException] = []
 
     def open_it() -> None:
@@ -346,7 +350,7 @@ def test_threads_opening_a_fresh_database_at_once_all_succeed(tmp_path: Path) ->
         except BaseException as exc:
             errors.append(exc)
 
-    threads = [threading.Thread(target=open_it) for _ in range(4)]
+    threads = [threading.Thread(target=open_it) for _ in range(6)]
     for t in threads:
         t.start()
     for t in threads:

@@ -1,8 +1,10 @@
 """Bring a hub-side database (audit, review) to the newest alembic revision, once, safely.
 
 Whoever opens the database first upgrades it, under a lock the database itself holds
-(PostgreSQL: an advisory transaction lock; SQLite: BEGIN IMMEDIATE), so the service and
-a CLI opening it at once never both migrate; an open that finds it at head only reads.
+(PostgreSQL: an advisory transaction lock; SQLite: BEGIN IMMEDIATE, inside an flock on
+`<database>.migrate-lock` beside it, because SQLite's switch to WAL on a fresh file can
+fail at once rather than wait), so the service and a CLI opening it at once never both
+migrate; an open that finds it at head only reads.
 A database at a revision this code does not know was written by a newer jupyter-tre:
 it is refused and left exactly as it is; nothing here ever downgrades.
 
@@ -18,7 +20,9 @@ the reverse.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -104,6 +108,39 @@ def upgrade_to_head(engine: Engine, url: str, schema: Schema) -> None:
     """Migrate the database behind `engine` to `schema`'s head, or raise SchemaRefused."""
     if engine.dialect.name == "sqlite" and engine.url.database in (None, "", ":memory:"):
         raise SchemaRefused(f"{schema.what} {shown(url)!r}: in-memory SQLite is not supported")
+    if engine.dialect.name == "sqlite":
+        with _sqlite_opening(str(engine.url.database)):
+            _upgrade_to_head(engine, url, schema)
+    else:
+        _upgrade_to_head(engine, url, schema)
+
+
+@contextmanager
+def _sqlite_opening(database: str) -> Iterator[None]:
+    """Openers of one SQLite file, in this process or another, one at a time.
+
+    A database opened through a `file:` URI read-only, or in a folder this process may
+    not write, cannot be migrated by it anyway: it is opened without the lock.
+    """
+    if database.startswith("file:"):
+        path, _, query = database[len("file:") :].partition("?")
+        if "mode=ro" in query.split("&"):
+            yield
+            return
+        database = path
+    try:
+        fd = os.open(f"{database}.migrate-lock", os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _upgrade_to_head(engine: Engine, url: str, schema: Schema) -> None:
     script = ScriptDirectory.from_config(schema.config())
     # A connection of its own: the caller's engine may leave SQLite's transactions to
     # the driver, which would run each CREATE TABLE outside any transaction.
