@@ -81,6 +81,11 @@ resources_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(resources_app, name="resources")
+publish_app = typer.Typer(
+    help="Publication: summaries, the public register, the dataset catalogue, who used my data.",
+    no_args_is_help=True,
+)
+app.add_typer(publish_app, name="publish")
 
 out = Console(soft_wrap=True, highlight=False)
 err = Console(stderr=True, soft_wrap=True, highlight=False)
@@ -896,3 +901,134 @@ def resources_list(
         )
     out.print(table)
     out.print(f"{len(found)} resource(s)")
+
+
+@publish_app.command("build")
+def publish_build(
+    ctx: typer.Context,
+    today: Annotated[
+        str | None, typer.Option(help="Load the policy as of this date (YYYY-MM-DD).")
+    ] = None,
+) -> None:
+    """Rebuild the published folder (var/publish) from released outputs now: what the
+    summaries service shows. The service does the same every publish.refresh_seconds."""
+    from .policy import PolicyError, load_policy
+    from .publish.build import PublishError, build_publication
+    from .publish.catalogue import CatalogueError
+    from .publish.exports import site_exports
+    from .publish.register import RegisterError
+
+    settings = _settings(ctx)
+    day = _parse_day(today, "--today")
+    try:
+        policy = load_policy(settings.policy_dir, day)
+        build = build_publication(
+            settings, policy, today=day, exports=site_exports(settings, policy, day)
+        )
+    except (PublishError, PolicyError, CatalogueError, RegisterError, OSError) as exc:
+        _fail(exc)
+    index = json.loads((build / "index.json").read_text(encoding="utf-8"))
+    out.print(
+        f"published build {build.name} ({len(index['projects'])} projects, "
+        f"{len(index['exports'])} exports) in {settings.publish_dir}"
+    )
+
+
+@publish_app.command("register")
+def publish_register(
+    ctx: typer.Context,
+    fmt: Annotated[str, typer.Option("--format", help="json or csv.")] = "csv",
+    today: Annotated[
+        str | None, typer.Option(help="Statuses and deadlines as of this date (YYYY-MM-DD).")
+    ] = None,
+) -> None:
+    """Print the public register of permits (EHDS Art. 58(1)(f)(g), Art. 61(4))."""
+    from .publish.register import (
+        RegisterError,
+        register_csv,
+        register_from_settings,
+        register_json,
+    )
+
+    if fmt not in ("json", "csv"):
+        _fail(f"--format {fmt!r}: use json or csv")
+    day = _parse_day(today, "--today")
+    try:
+        register = register_from_settings(_settings(ctx), day)
+    except (RegisterError, OSError) as exc:
+        _fail(exc)
+    typer.echo(register_json(register) if fmt == "json" else register_csv(register), nl=False)
+
+
+@publish_app.command("catalogue")
+def publish_catalogue(
+    ctx: typer.Context,
+    fmt: Annotated[str, typer.Option("--format", help="turtle, jsonld or json.")] = "turtle",
+    base_uri: Annotated[
+        str | None,
+        typer.Option(help="Base of the datasets' URIs; default: the hub's public URL."),
+    ] = None,
+    today: Annotated[
+        str | None, typer.Option(help="Load the policy as of this date (YYYY-MM-DD).")
+    ] = None,
+) -> None:
+    """Print the dataset catalogue in HealthDCAT-AP (validated against our SHACL shapes
+    first), or its entries as JSON."""
+    from .policy import PolicyError, load_policy
+    from .publish.browse import catalogue_entries, catalogue_json
+    from .publish.catalogue import (
+        CatalogueError,
+        catalogue_graph,
+        catalogue_jsonld,
+        catalogue_turtle,
+    )
+    from .publish.conformance import check_catalogue
+    from .publish.exports import catalogue_base_uri
+
+    if fmt not in ("turtle", "jsonld", "json"):
+        _fail(f"--format {fmt!r}: use turtle, jsonld or json")
+    settings = _settings(ctx)
+    day = _parse_day(today, "--today")
+    try:
+        policy = load_policy(settings.policy_dir, day)
+        if fmt == "json":
+            typer.echo(catalogue_json(catalogue_entries(policy, day)), nl=False)
+            return
+        graph = catalogue_graph(policy, base_uri or catalogue_base_uri(settings))
+        check_catalogue(graph)
+    except (PolicyError, CatalogueError) as exc:
+        _fail(exc)
+    typer.echo(catalogue_turtle(graph) if fmt == "turtle" else catalogue_jsonld(graph))
+
+
+@publish_app.command("who-used")
+def publish_who_used(
+    ctx: typer.Context,
+    patient: Annotated[
+        str | None,
+        typer.Argument(
+            help="The patient's hospital id; omit it to be asked (it then stays out of the "
+            "shell history and the process list)."
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="The answer as JSON.")] = False,
+    today: Annotated[
+        str | None, typer.Option(help="Statuses as of this date (YYYY-MM-DD).")
+    ] = None,
+) -> None:
+    """Which projects' datasets included this patient, under which permits and when: the
+    answer to "who used my data?". On the ingest host only, where the keys are."""
+    from .ingest.who_used import WhoUsedError, render_text, who_used
+    from .policy import PolicyError, load_policy
+
+    settings = _settings(ctx)
+    day = _parse_day(today, "--today")
+    if patient is None:
+        patient = typer.prompt("hospital id", hide_input=True)
+    try:
+        policy = load_policy(settings.policy_dir, day)
+        report = who_used(settings, policy, patient, today=day)
+    except (WhoUsedError, PolicyError) as exc:
+        _fail(exc)
+    # typer.echo, not rich: project texts may hold [brackets] rich would take as markup.
+    typer.echo(report.model_dump_json(indent=2) if as_json else render_text(report), nl=False)

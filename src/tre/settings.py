@@ -7,13 +7,14 @@ so one folder holds a site's silos, dataset versions, keys, databases and logs.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 SETTINGS_ENV = "TRE_SETTINGS"
 """Environment variable naming the settings file, when no path is given."""
@@ -225,6 +226,62 @@ class MirrorSettings(BaseModel):
     )
 
 
+class PublishSettings(BaseModel):
+    """The summaries service: Voila in its own container, over released outputs only."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(
+        default=True,
+        description="Run the summaries service (Voila) for patients' representatives.",
+    )
+    subnet: ipaddress.IPv4Network = Field(
+        default=ipaddress.IPv4Network("172.31.254.0/29"),
+        description=(
+            "The summaries container's internal network. Fixed, so the proxy's route to it is "
+            "known when the hub starts: its gateway is the host, .2 the container. Pick a "
+            "subnet no other network of the host uses."
+        ),
+    )
+    port: int = Field(
+        default=8866, ge=1, le=65535, description="Port Voila listens on in its container."
+    )
+    refresh_seconds: int = Field(
+        default=60,
+        ge=5,
+        le=86400,
+        description="How often the published folder is rebuilt from newly released outputs.",
+    )
+    mem_limit: str = Field(
+        default="1G", pattern=r"^[1-9][0-9]*[KMGT]$", description="Memory of the container."
+    )
+    cpu_limit: float = Field(default=1.0, gt=0, description="CPUs of the container.")
+    notebooks_dir: Path | None = Field(
+        default=None,
+        description=(
+            "The summary notebooks Voila renders (one per project, plus the register and "
+            "the catalogue), mounted read-only; default: notebooks/summaries of jupyter-tre."
+        ),
+    )
+
+    @field_validator("subnet")
+    @classmethod
+    def _room_for_two(cls, value: ipaddress.IPv4Network) -> ipaddress.IPv4Network:
+        if value.prefixlen > 29:
+            raise ValueError(f"{value} is too small: use a /29 or larger")
+        return value
+
+    @property
+    def gateway(self) -> ipaddress.IPv4Address:
+        """The host's address on the summaries network."""
+        return self.subnet.network_address + 1
+
+    @property
+    def address(self) -> ipaddress.IPv4Address:
+        """The summaries container's address (the proxy's route goes here)."""
+        return self.subnet.network_address + 2
+
+
 class Settings(BaseModel):
     """Operator settings for one site."""
 
@@ -243,6 +300,7 @@ class Settings(BaseModel):
     audit: AuditSettings = Field(default_factory=AuditSettings)
     review: ReviewSettings = Field(default_factory=ReviewSettings)
     mirror: MirrorSettings = Field(default_factory=MirrorSettings)
+    publish: PublishSettings = Field(default_factory=PublishSettings)
     oidc: OidcSettings = Field(default_factory=OidcSettings)
 
     @property
@@ -279,6 +337,12 @@ class Settings(BaseModel):
     def workspaces_dir(self) -> Path:
         """One read-write folder per project, shared by its members."""
         return self.var_dir / "workspaces"
+
+    @property
+    def publish_dir(self) -> Path:
+        """What the summaries service may read: builds of released outputs, the register and
+        the catalogue (`current` names the newest); nothing else is mounted into it."""
+        return self.var_dir / "publish"
 
     @property
     def releases_dir(self) -> Path:

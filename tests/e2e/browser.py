@@ -8,13 +8,14 @@ go to `tests/e2e/artifacts/` (kept out of git).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 
@@ -61,3 +62,18 @@ def screenshot(page: Page, name: str) -> Path:
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+def log_in(browser: Browser, site_url: str, user: str) -> BrowserContext:
+    """A browser context in which `user` has logged in through the OIDC provider's form
+    (the demo provider's password is `<user>-demo`)."""
+    context = browser.new_context(viewport={"width": 1400, "height": 900}, accept_downloads=True)
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    page.goto(f"{site_url}/hub/oauth_login")
+    page.fill("#username", user)
+    page.fill("#password", f"{user}-demo")
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(rf"^{re.escape(site_url)}/hub/.*"))
+    page.close()
+    return context

@@ -25,6 +25,7 @@ from tre.settings import (
     HubSettings,
     MirrorSettings,
     OidcSettings,
+    PublishSettings,
     ReviewSettings,
     Settings,
 )
@@ -79,9 +80,12 @@ class Site:
         return [(r.kind, r.actor, None if r.project == SITE_CHAIN else r.project) for r in records]
 
 
-def site_settings(root: Path, image: str, *, mirror: bool = False) -> Settings:
+def site_settings(
+    root: Path, image: str, *, mirror: bool = False, publish: bool = False
+) -> Settings:
     """`mirror`: run the package mirror (it fetches the upstream index's list of names
-    first); the tests that do not install packages leave it off."""
+    first); the tests that do not install packages leave it off. `publish`: run the
+    summaries service (its Voila container); only the publication tests need it."""
     return Settings(
         policy_dir=root / "policy",
         var_dir=root / "var",
@@ -96,17 +100,23 @@ def site_settings(root: Path, image: str, *, mirror: bool = False) -> Settings:
         review=ReviewSettings(port=free_port()),
         audit=AuditSettings(port=free_port()),
         mirror=MirrorSettings(enabled=mirror, port=free_port()),
+        publish=PublishSettings(enabled=publish, refresh_seconds=5),
         oidc=OidcSettings(demo_idp_port=free_port()),
     )
 
 
 @contextmanager
 def running_site(
-    root: Path, demo_silos: Path, image: str, *, mirror: bool = False
+    root: Path,
+    demo_silos: Path,
+    image: str,
+    *,
+    mirror: bool = False,
+    publish: bool = False,
 ) -> Iterator[Site]:
     """Start a site under `root` with gbm-linkage's datasets ingested; stop it after."""
     today = date.today()
-    settings = site_settings(root, image, mirror=mirror)
+    settings = site_settings(root, image, mirror=mirror, publish=publish)
     policy_for_today(settings.policy_dir, today)
     settings.var_dir.mkdir()
     (settings.var_dir / "silos").symlink_to(demo_silos, target_is_directory=True)
@@ -122,5 +132,7 @@ def running_site(
         stack.stop()
         client = docker.from_env()
         for container in client.containers.list(all=True, filters={"name": "tre-"}):
-            if container.labels.get("org.jupyter-tre.project"):
+            if container.labels.get("org.jupyter-tre.project") or container.labels.get(
+                "org.jupyter-tre.service"
+            ):
                 container.remove(force=True)

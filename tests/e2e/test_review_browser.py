@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect
 
-from tests.e2e.browser import chromium, screenshot
+from tests.e2e.browser import chromium, log_in, screenshot
 from tests.e2e.sites import PROJECT, Site, running_site
 from tre.audit import EventKind, open_store
 
@@ -57,17 +57,7 @@ def browser() -> Iterator[Browser]:
 
 
 def logged_in(site: Site, browser: Browser, user: str) -> BrowserContext:
-    """A browser context in which `user` has logged in through the OIDC provider's form."""
-    context = browser.new_context(viewport={"width": 1400, "height": 900}, accept_downloads=True)
-    page = context.new_page()
-    page.set_default_timeout(60_000)
-    page.goto(f"{site.url}/hub/oauth_login")
-    page.fill("#username", user)
-    page.fill("#password", f"{user}-demo")
-    page.click("button[type=submit]")
-    page.wait_for_url(re.compile(rf"^{re.escape(site.url)}/hub/.*"))
-    page.close()
-    return context
+    return log_in(browser, site.url, user)
 
 
 @pytest.fixture(scope="module")

@@ -39,6 +39,7 @@ PINNED_IMPORTS = {
     "pysam": "pysam",
     "pydicom": "pydicom",
     "acro": "acro",
+    "voila": "voila",
 }
 UNPINNED_IMPORTS = {
     "pandas": "pandas",
@@ -392,6 +393,12 @@ print(json.dumps({
     "server_config": json.loads(config.read_text()),
     "page_config": json.loads(page.read_text()),
     "lab_extension": json.loads(lab.read_text())["name"],
+    "voila_leftovers": sorted(
+        str(p) for pattern in (
+            "etc/jupyter/*.d/voila.json", "etc/jupyter/nbconfig/*/voila.json",
+            "share/jupyter/labextensions/@voila-dashboards",
+        ) for p in prefix.glob(pattern)
+    ),
     "owners": {
         str(p): (p.stat().st_uid, oct(p.stat().st_mode & 0o777)) for p in (config, page, lab)
     },
@@ -405,7 +412,11 @@ def test_the_extension_is_installed_root_owned_with_its_configuration(
     facts = json.loads(python(docker_engine, workspace_image, EXTENSION_FACTS))
     assert facts["lab_extension"] == "@jupyter-tre/lab"
     server = facts["server_config"]["ServerApp"]
-    assert server["jpserver_extensions"] == {"jupyter_tre_lab": True}
+    assert server["jpserver_extensions"] == {
+        "jupyter_tre_lab": True,
+        "voila.server_extension": False,
+    }
+    assert facts["voila_leftovers"] == []
     assert server["authorizer_class"].startswith("jupyter_tre_lab.")
     assert server["kernel_websocket_connection_class"].startswith("jupyter_tre_lab.")
     assert facts["page_config"] == json.loads(PAGE_CONFIG.read_text(encoding="utf-8"))

@@ -17,6 +17,7 @@ from tre.settings import (
     HubSettings,
     MirrorSettings,
     OidcSettings,
+    PublishSettings,
     ReviewSettings,
     Settings,
 )
@@ -48,6 +49,7 @@ def test_the_hub_keeps_its_state_in_postgresql(tmp_path: Path) -> None:
             review=ReviewSettings(port=free_port()),
             audit=AuditSettings(port=free_port()),
             mirror=MirrorSettings(enabled=False),  # tests/integration/test_mirror.py has it
+            publish=PublishSettings(enabled=False),  # tests/e2e/test_publication.py has it
             oidc=OidcSettings(demo_idp_port=free_port()),
         )
         with Stack(settings):

@@ -335,9 +335,7 @@ def test_processes_opening_a_fresh_database_at_once_all_succeed(tmp_path: Path) 
 
 
 @pytest.mark.parametrize("round_", range(8))
-def test_threads_opening_a_fresh_database_at_once_all_succeed(
-    tmp_path: Path, round_: int
-) -> None:
+def test_threads_opening_a_fresh_database_at_once_all_succeed(tmp_path: Path, round_: int) -> None:
     # Several rounds: SQLite's switch to WAL on a fresh file failed now and then.
     url = sqlite_url(tmp_path / "review.sqlite")
     barrier = threading.Barrier(6)

@@ -149,7 +149,16 @@ def test_roles_never_let_anyone_mint_tokens_share_or_enter_others_servers(
     demo_policy: Policy,
 ) -> None:
     roles = {r["name"]: r for r in load_roles(demo_policy.site.identity)}
-    assert set(roles) == {"user", "tre-researcher", "tre-output-checker", "tre-admin"}
+    assert set(roles) == {
+        "user",
+        "tre-researcher",
+        "tre-output-checker",
+        "tre-admin",
+        "tre-patient-rep",
+    }
+    # Patients' representatives read the summaries service, and nothing else.
+    assert roles["tre-patient-rep"]["scopes"] == ["access:services!service=tre-summaries"]
+    assert roles["tre-patient-rep"]["groups"] == ["tre-patient-reps"]
     every_scope = [s for r in roles.values() for s in r["scopes"]]
     forbidden = ("tokens", "shares", "admin:", "access:servers!", "self", "inherit")
     for scope in every_scope:

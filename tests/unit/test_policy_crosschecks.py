@@ -236,3 +236,11 @@ def test_services_load_a_policy_whose_permit_just_expired() -> None:
     assert permit is not None
     assert not permit.can_use(later)
     assert not validate_policy(DEMO_POLICY, later).ok
+
+
+def test_a_project_cannot_take_the_id_of_the_summaries_network(site: Path, edit: Edit) -> None:
+    edit("projects.yaml", "  - id: hf-outcomes\n", "  - id: tre-publish\n")
+    assert (
+        "projects.yaml:18: error: projects[1].id: 'tre-publish' is reserved by jupyter-tre "
+        "(the summaries service's network); give the project another id"
+    ) in errors(site)

@@ -31,7 +31,7 @@ def test_unknown_field_lists_the_allowed_fields(site: Path, edit: Edit) -> None:
 def test_value_outside_an_enumeration(site: Path, edit: Edit) -> None:
     edit("datasets.yaml", "modality: nifti", "modality: mri")
     assert findings(site) == [
-        "datasets.yaml:60: error: datasets[2].modality: 'mri' is not allowed (allowed: 'emr', "
+        "datasets.yaml:66: error: datasets[2].modality: 'mri' is not allowed (allowed: 'emr', "
         "'dicom', 'nifti', 'vcf', 'bam', 'tissue' or 'single-cell')"
     ]
 
@@ -238,7 +238,7 @@ def test_dicom_options_that_exclude_each_other(site: Path, edit: Edit) -> None:
         "        [retain_longitudinal_full_dates, retain_longitudinal_modified_dates]\n",
     )
     assert findings(site) == [
-        "datasets.yaml:43: error: datasets[1].deidentification: dicom_options: "
+        "datasets.yaml:44: error: datasets[1].deidentification: dicom_options: "
         "retain_longitudinal_full_dates and retain_longitudinal_modified_dates exclude each other"
     ]
 
@@ -251,7 +251,7 @@ def test_safe_private_tags_must_name_creator_and_element(site: Path, edit: Edit)
         "      safe_private_tags: ['SIEMENS CSA HEADER/0029,xx08', '0028,0010']\n",
     )
     assert findings(site) == [
-        "datasets.yaml:43: error: datasets[1].deidentification.safe_private_tags: "
+        "datasets.yaml:44: error: datasets[1].deidentification.safe_private_tags: "
         "'0028,0010' is not '<private creator>/<gggg>,xx<ee>', e.g. "
         "'SIEMENS CSA HEADER/0029,xx08'"
     ]

@@ -47,7 +47,7 @@ def test_unknown_setting_names_the_file_and_the_allowed_ones(tmp_path: Path) -> 
         load_settings(path, env={})
     assert str(caught.value) == (
         f"{path}: var_directory: Extra inputs are not permitted "
-        "(allowed settings: policy_dir, var_dir, hub, audit, review, mirror, oidc)"
+        "(allowed settings: policy_dir, var_dir, hub, audit, review, mirror, publish, oidc)"
     )
 
 

@@ -41,6 +41,9 @@ def problems(serverapp: ServerApp, settings: TreSettings) -> list[str]:
             target, (AuthenticatedFileHandler, FilesHandler)
         ):
             found.append(f"route {_pattern(rule)} serves raw files with {target.__name__}")
+        if isinstance(target, type) and target.__module__.split(".")[0] == "voila":
+            # Voila renders notebooks by running them over ZMQ, past the audited websocket.
+            found.append(f"route {_pattern(rule)} is Voila's ({target.__name__})")
         serves_terminals = getattr(target, "auth_resource", None) == "terminals"
         if isinstance(target, type) and serves_terminals and not settings.terminals_allowed:
             found.append(f"route {_pattern(rule)} serves terminals, which the permit forbids")

@@ -23,6 +23,7 @@ from .roles import (
     REVIEW_READ,
     REVIEW_SERVICE,
     REVIEW_SUBMIT,
+    SUMMARIES_SERVICE,
     allowed_groups,
     load_roles,
 )
@@ -176,6 +177,18 @@ def configure(c: Any, settings: Settings) -> None:
                     # index through the host's proxy and trusts the host's CA bundle.
                     **upstream_env(os.environ),
                 },
+            }
+        )
+    if settings.publish.enabled:
+        # Voila over released outputs, in a container of its own on a fixed address; this
+        # process on the host builds what it may show and keeps the container running.
+        c.JupyterHub.services.append(
+            {
+                "name": SUMMARIES_SERVICE,
+                "url": f"http://{settings.publish.address}:{settings.publish.port}",
+                "command": [sys.executable, "-m", "tre.publish.summaries"],
+                "environment": {"TRE_SETTINGS": str(settings_file_for(settings))},
+                "oauth_no_confirm": True,
             }
         )
     c.JupyterHub.load_roles = [

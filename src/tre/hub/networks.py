@@ -16,6 +16,7 @@ from typing import Any
 
 import docker
 import docker.errors
+import docker.types
 from docker.models.networks import Network
 
 PROJECT_LABEL = "org.jupyter-tre.project"
@@ -157,16 +158,29 @@ def get_project_network(client: docker.DockerClient, project_id: str) -> Project
     return None if attrs is None else _from_attrs(attrs, project_id)
 
 
-def ensure_project_network(client: docker.DockerClient, project_id: str) -> ProjectNetwork:
+def ensure_project_network(
+    client: docker.DockerClient,
+    project_id: str,
+    subnet: ipaddress.IPv4Network | None = None,
+) -> ProjectNetwork:
     """Return the project's internal network, creating it if it does not exist.
 
     Idempotent. Raises `ProjectNetworkError` if a network of that name exists but
-    is not exactly what this module creates.
+    is not exactly what this module creates. `subnet`: a fixed subnet (gateway: its
+    first address), for a network whose containers need addresses known in advance;
+    an existing network on another subnet is refused.
     """
     name = network_name(project_id)
     existing = _lookup(client, name)
     if existing is not None:
-        return _from_attrs(existing, project_id)
+        return _checked_subnet(_from_attrs(existing, project_id), subnet)
+    ipam = None
+    if subnet is not None:
+        ipam = docker.types.IPAMConfig(
+            pool_configs=[
+                docker.types.IPAMPool(subnet=str(subnet), gateway=str(subnet.network_address + 1))
+            ]
+        )
     try:
         client.networks.create(
             name,
@@ -174,6 +188,7 @@ def ensure_project_network(client: docker.DockerClient, project_id: str) -> Proj
             internal=True,
             enable_ipv6=False,
             check_duplicate=True,
+            ipam=ipam,
             labels={PROJECT_LABEL: project_id},
             options={
                 BRIDGE_NAME_OPTION: bridge_name(project_id),
@@ -185,14 +200,26 @@ def ensure_project_network(client: docker.DockerClient, project_id: str) -> Proj
         # Another process may have created it between lookup and create.
         raced = _lookup(client, name)
         if raced is not None:
-            return _from_attrs(raced, project_id)
+            return _checked_subnet(_from_attrs(raced, project_id), subnet)
         raise ProjectNetworkError(
             f"cannot create Docker network {name!r} for project {project_id!r}: {exc}"
         ) from exc
     created = _lookup(client, name)
     if created is None:
         raise ProjectNetworkError(f"Docker network {name!r} vanished right after creation")
-    return _from_attrs(created, project_id)
+    return _checked_subnet(_from_attrs(created, project_id), subnet)
+
+
+def _checked_subnet(
+    network: ProjectNetwork, subnet: ipaddress.IPv4Network | None
+) -> ProjectNetwork:
+    if subnet is not None and network.subnet != subnet:
+        raise ProjectNetworkError(
+            f"Docker network {network.name!r} has subnet {network.subnet}, not {subnet}: "
+            "remove it (docker network rm) after checking what uses it, or set the subnet "
+            "it has"
+        )
+    return network
 
 
 def remove_project_network(client: docker.DockerClient, project_id: str) -> bool:

@@ -62,6 +62,10 @@ only say which kind of caller they may be."""
 
 _REVIEW_ACCESS = f"access:services!service={REVIEW_SERVICE}"
 
+SUMMARIES_SERVICE = "tre-summaries"
+SUMMARIES_ACCESS = f"access:services!service={SUMMARIES_SERVICE}"
+"""Reading the published summaries, the register and the catalogue (Voila)."""
+
 
 def load_roles(identity: Identity) -> list[dict[str, Any]]:
     """`c.JupyterHub.load_roles` for a site."""
@@ -87,8 +91,15 @@ def load_roles(identity: Identity) -> list[dict[str, Any]]:
         {
             "name": "tre-admin",
             "description": "Data managers: see users and servers, stop servers; no data access",
-            "scopes": [*ADMIN_SCOPES, _REVIEW_ACCESS, REVIEW_READ],
+            "scopes": [*ADMIN_SCOPES, _REVIEW_ACCESS, REVIEW_READ, SUMMARIES_ACCESS],
             "groups": [groups[Role.admin]],
+        },
+        {
+            "name": "tre-patient-rep",
+            "description": "Patients' representatives: read the published summaries, the "
+            "public register and the dataset catalogue; nothing else",
+            "scopes": [SUMMARIES_ACCESS],
+            "groups": [groups[Role.patient_rep]],
         },
     ]
 

@@ -107,10 +107,21 @@ def _disclosure(policy: Policy, today: date) -> Iterator[Issue]:
             )
 
 
+RESERVED_PROJECT_IDS = frozenset({"tre-publish"})
+"""Ids the TRE uses for its own networks in the project networks' name space."""
+
+
 def _projects(policy: Policy, today: date) -> Iterator[Issue]:
     yield from _duplicates("projects", [p.id for p in policy.projects], "id")
     for i, project in enumerate(policy.projects):
         at: Loc = ("projects", i)
+        if project.id in RESERVED_PROJECT_IDS:
+            yield Issue(
+                "projects",
+                (*at, "id"),
+                f"'{project.id}' is reserved by jupyter-tre (the summaries service's network); "
+                "give the project another id",
+            )
         yield from _principal_investigator(policy, project, at)
         yield from _members(policy, project, at)
         yield from _checkers(policy, project, at)

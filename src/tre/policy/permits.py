@@ -7,12 +7,13 @@ saying why; `can_*` answer the same question with a bool.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import date
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from .base import NonEmptyText, PolicyModel, Slug, Username
 from .ehds import Purpose
@@ -62,6 +63,52 @@ class Revocation(PolicyModel):
     reason: NonEmptyText
 
 
+_DOI = r"^10\.[0-9]{4,9}/\S+$"
+_URL = r"^https?://\S+$"
+
+
+class Publication(PolicyModel):
+    """A publication of the results obtained under a permit (EHDS Art. 61(4)), for the
+    public register (Art. 58(1)(g)). Found by a DOI, a URL, or both."""
+
+    title: NonEmptyText
+    published: date = Field(description="Date of publication.")
+    doi: str | None = Field(
+        default=None,
+        description="Digital Object Identifier without a resolver prefix, e.g. 10.1234/abcd.",
+        json_schema_extra={"pattern": _DOI},
+    )
+    url: str | None = Field(
+        default=None,
+        description="Where the results can be read (http or https).",
+        json_schema_extra={"pattern": _URL},
+    )
+
+    @field_validator("doi")
+    @classmethod
+    def _doi(cls, value: str | None) -> str | None:
+        # Checked here rather than by `pattern`, so the error says what a DOI looks like.
+        if value is not None and not re.match(_DOI, value):
+            raise ValueError(
+                f"{value!r} is not a DOI: give 10.<registrant>/<suffix>, "
+                "without https://doi.org/ or doi:"
+            )
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(_URL, value):
+            raise ValueError(f"{value!r} is not an http or https URL")
+        return value
+
+    @model_validator(mode="after")
+    def _findable(self) -> Publication:
+        if self.doi is None and self.url is None:
+            raise ValueError(f"publication '{self.title}' needs a doi or a url (or both)")
+        return self
+
+
 class Permit(PolicyModel):
     """A data permit issued by a health data access body (EHDS Art. 68)."""
 
@@ -89,6 +136,13 @@ class Permit(PolicyModel):
         default=False,
         description="Kept for the register after expiry or revocation; grants nothing.",
     )
+    publications: tuple[Publication, ...] = Field(
+        default=(),
+        description=(
+            "Publications of the results (EHDS Art. 61(4): within 18 months of the end of "
+            "processing); the public register lists them."
+        ),
+    )
 
     @model_validator(mode="after")
     def _dates_ordered(self) -> Permit:
@@ -96,6 +150,12 @@ class Permit(PolicyModel):
             raise ValueError(f"expiry {self.expiry} is before start {self.start}")
         if self.start < self.issued:
             raise ValueError(f"start {self.start} is before the permit was issued ({self.issued})")
+        for i, publication in enumerate(self.publications):
+            if publication.published < self.issued:
+                raise ValueError(
+                    f"publications[{i}]: published {publication.published} is before the "
+                    f"permit was issued ({self.issued})"
+                )
         return self
 
     def status(self, today: date) -> PermitStatus:

@@ -109,14 +109,15 @@ def upgrade_to_head(engine: Engine, url: str, schema: Schema) -> None:
     if engine.dialect.name == "sqlite" and engine.url.database in (None, "", ":memory:"):
         raise SchemaRefused(f"{schema.what} {shown(url)!r}: in-memory SQLite is not supported")
     if engine.dialect.name == "sqlite":
-        with _sqlite_opening(str(engine.url.database)):
+        read_only = engine.url.query.get("mode") == "ro"
+        with _sqlite_opening(str(engine.url.database), read_only=read_only):
             _upgrade_to_head(engine, url, schema)
     else:
         _upgrade_to_head(engine, url, schema)
 
 
 @contextmanager
-def _sqlite_opening(database: str) -> Iterator[None]:
+def _sqlite_opening(database: str, *, read_only: bool = False) -> Iterator[None]:
     """Openers of one SQLite file, in this process or another, one at a time.
 
     A database opened through a `file:` URI read-only, or in a folder this process may
@@ -124,10 +125,11 @@ def _sqlite_opening(database: str) -> Iterator[None]:
     """
     if database.startswith("file:"):
         path, _, query = database[len("file:") :].partition("?")
-        if "mode=ro" in query.split("&"):
-            yield
-            return
+        read_only = read_only or "mode=ro" in query.split("&")
         database = path
+    if read_only:
+        yield
+        return
     try:
         fd = os.open(f"{database}.migrate-lock", os.O_RDWR | os.O_CREAT, 0o600)
     except OSError:
