@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help demo stop test check format bench image extension docs prereqs venv node clean
+.PHONY: help demo stop test check format bench image extension docs docs-check prereqs venv node clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -92,6 +92,9 @@ image: prereqs venv extension ## Build the workspace image (reused when its inpu
 docs: venv ## Regenerate the generated reference docs
 	$(BIN)/typer tre.cli utils docs --name tre --title "tre command reference" --output docs/reference/cli.md
 	$(BIN)/tre policy schema
+
+docs-check: venv ## Build the documentation site, failing on any warning or broken link
+	$(BIN)/mkdocs build --strict --site-dir build/site
 
 clean: ## Remove the virtual environment (var/ is runtime state and is kept)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache demo-idp/node_modules proxy/node_modules

@@ -86,6 +86,11 @@ publish_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(publish_app, name="publish")
+project_app = typer.Typer(
+    help="A project's life on the hub host: provision (or resume), suspend, archive.",
+    no_args_is_help=True,
+)
+app.add_typer(project_app, name="project")
 
 out = Console(soft_wrap=True, highlight=False)
 err = Console(stderr=True, soft_wrap=True, highlight=False)
@@ -1032,3 +1037,201 @@ def publish_who_used(
         _fail(exc)
     # typer.echo, not rich: project texts may hold [brackets] rich would take as markup.
     typer.echo(report.model_dump_json(indent=2) if as_json else render_text(report), nl=False)
+
+
+@app.command("usage")
+def usage(
+    ctx: typer.Context,
+    first: Annotated[
+        str | None, typer.Option("--from", help="First month, YYYY-MM; default: this month.")
+    ] = None,
+    last: Annotated[
+        str | None, typer.Option("--to", help="Last month, YYYY-MM; default: --from.")
+    ] = None,
+    as_csv: Annotated[bool, typer.Option("--csv", help="CSV for the fee schedule.")] = False,
+) -> None:
+    """Usage per project and month: sessions, session and compute hours (hours x CPUs
+    given), peak memory, and storage now; from the audit log and the workspace folders."""
+    from .audit import AuditStoreError
+    from .usage import UsageError, usage_csv, usage_report
+
+    settings = _settings(ctx)
+    first = first or datetime.now(UTC).strftime("%Y-%m")
+    try:
+        rows = usage_report(settings, _audit_store(ctx), first, last or first)
+    except (UsageError, AuditStoreError) as exc:
+        _fail(exc)
+    if as_csv:
+        typer.echo(usage_csv(rows), nl=False)
+        return
+    table = Table("project", "month", "sessions", "hours", "CPU hours", "peak memory", "storage")
+    for r in rows:
+        table.add_row(
+            r.project,
+            r.month,
+            str(r.sessions),
+            f"{r.session_hours:.1f}",
+            f"{r.compute_hours:.1f}",
+            "" if r.peak_memory_bytes is None else _size(r.peak_memory_bytes),
+            "" if r.storage_bytes is None else _size(r.storage_bytes),
+        )
+    out.print(table)
+
+
+_BY = Annotated[
+    str | None,
+    typer.Option("--by", help="Who does it, for the audit log; default: $SUDO_USER or $USER."),
+]
+
+
+def _actor(by: str | None) -> str:
+    from .resources import default_actor
+
+    actor = by or default_actor()
+    if not actor:
+        _fail("who does this is unknown ($SUDO_USER and $USER are unset): pass --by")
+    return actor
+
+
+@project_app.command("provision")
+def project_provision(
+    ctx: typer.Context,
+    project: Annotated[str, typer.Argument(help="The project's id in the policy.")],
+    by: _BY = None,
+    today: Annotated[
+        str | None, typer.Option(help="Load the policy as of this date (YYYY-MM-DD).")
+    ] = None,
+) -> None:
+    """Set a project up, or resume a suspended one: workspace folder, network, firewall
+    rules, and its permitted dataset versions checked against their manifests."""
+    from .hub.firewall import FirewallError
+    from .hub.lifecycle import provision
+    from .hub.networks import ProjectNetworkError
+    from .hub.project_state import LifecycleError
+    from .policy import PolicyError, load_policy
+
+    settings = _settings(ctx)
+    day = _parse_day(today, "--today")
+    try:
+        steps = provision(
+            settings, load_policy(settings.policy_dir, day), project, by=_actor(by), today=day
+        )
+    except (LifecycleError, PolicyError, FirewallError, ProjectNetworkError, OSError) as exc:
+        _fail(exc)
+    for step in steps:
+        out.print(f"- {escape(step)}")
+    out.print(f"project {project}: provisioned")
+
+
+@project_app.command("suspend")
+def project_suspend(
+    ctx: typer.Context,
+    project: Annotated[str, typer.Argument(help="The project's id in the policy.")],
+    reason: Annotated[str, typer.Option(help="Why, for the audit log and the researchers.")],
+    by: _BY = None,
+) -> None:
+    """Stop a project's workspaces and refuse new ones until `tre project provision`."""
+    from .hub.lifecycle import suspend
+    from .hub.project_state import LifecycleError
+    from .policy import PolicyError, load_policy
+
+    settings = _settings(ctx)
+    try:
+        steps = suspend(
+            settings, load_policy(settings.policy_dir), project, by=_actor(by), reason=reason
+        )
+    except (LifecycleError, PolicyError) as exc:
+        _fail(exc)
+    for step in steps:
+        out.print(f"- {escape(step)}")
+    out.print(f"project {project}: suspended")
+
+
+@project_app.command("archive")
+def project_archive(
+    ctx: typer.Context,
+    project: Annotated[str, typer.Argument(help="The project's id in the policy.")],
+    reason: Annotated[str, typer.Option(help="Why, for the audit log.")],
+    confirm: Annotated[
+        str, typer.Option(help="The project's id again: archiving removes its data.")
+    ],
+    by: _BY = None,
+) -> None:
+    """End a project: keep its audit log and the review service's copies; remove its
+    workspace, resources, pseudonymised dataset copies and network. Irreversible."""
+    from .hub.lifecycle import archive
+    from .hub.networks import ProjectNetworkError
+    from .hub.project_state import LifecycleError
+    from .policy import PolicyError, load_policy
+
+    settings = _settings(ctx)
+    try:
+        steps = archive(
+            settings,
+            load_policy(settings.policy_dir),
+            project,
+            by=_actor(by),
+            reason=reason,
+            confirm=confirm,
+        )
+    except (LifecycleError, PolicyError, ProjectNetworkError, OSError) as exc:
+        _fail(exc)
+    for step in steps:
+        out.print(f"- {escape(step)}")
+    out.print(f"project {project}: archived")
+
+
+@project_app.command("status")
+def project_status(ctx: typer.Context) -> None:
+    """Every project of the policy and its lifecycle state."""
+    from .hub.lifecycle import describe
+    from .hub.project_state import LifecycleError, project_state
+    from .policy import PolicyError, load_policy
+
+    settings = _settings(ctx)
+    try:
+        policy = load_policy(settings.policy_dir)
+        for p in policy.projects:
+            out.print(f"{p.id}: {escape(describe(project_state(settings, p.id)))}")
+    except (LifecycleError, PolicyError) as exc:
+        _fail(exc)
+
+
+k8s_app = typer.Typer(
+    help="Kubernetes: Zero to JupyterHub values from the site's policy.", no_args_is_help=True
+)
+app.add_typer(k8s_app, name="k8s")
+
+
+@k8s_app.command("values")
+def k8s_values_command(
+    ctx: typer.Context,
+    output: Annotated[
+        Path | None, typer.Option(help="Write the values here (atomically); default: stdout.")
+    ] = None,
+    image: Annotated[
+        str | None, typer.Option(help="The workspace image as the cluster pulls it.")
+    ] = None,
+    today: Annotated[str | None, typer.Option(help="Permits as of this date (YYYY-MM-DD).")] = None,
+) -> None:
+    """Zero to JupyterHub values: a profile per project with a current permit, read-only
+    dataset mounts, no egress but the hub, security contexts, the TRE's hub services."""
+    from .k8s import K8sValuesError, k8s_values_yaml
+    from .policy import PolicyError, load_policy
+
+    settings = _settings(ctx)
+    day = _parse_day(today, "--today")
+    try:
+        text = k8s_values_yaml(settings, load_policy(settings.policy_dir, day), day, image=image)
+    except (K8sValuesError, PolicyError) as exc:
+        _fail(exc)
+    if output is None:
+        typer.echo(text, nl=False)
+        return
+    tmp = output.with_name(f".{output.name}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(output)
+    except OSError as exc:
+        _fail(f"{output}: cannot write: {exc.strerror}")
+    out.print(f"wrote {output}")

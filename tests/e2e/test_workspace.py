@@ -24,7 +24,8 @@ import pytest
 from tests.e2e.hubclient import HubUser, error_of, message_of
 from tests.e2e.netns import HostListener, OutsideHost, main_address
 from tests.e2e.sites import Site, running_site
-from tre.audit import EventKind
+from tre.audit import EventKind, open_store
+from tre.usage import usage_report
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(2400)]
 
@@ -255,6 +256,17 @@ def test_administrators_cannot_enter_a_researchers_workspace(site: Site, alice: 
 def test_the_workspace_persists_across_restarts(site: Site, alice: HubUser) -> None:
     alice.execute(PROJECT, "open('/home/researcher/work/kept.txt', 'w').write('results v1')")
     alice.stop(PROJECT)
+    # The stop recorded what the container used, for the usage report.
+    store = open_store(site.settings)
+    stop = store.show(project=PROJECT, kind=EventKind.server_stopped)[-1]
+    peak = stop.detail["peak_memory_bytes"]
+    assert isinstance(peak, int) and 10 * 2**20 < peak < 2 * 2**30, stop.detail
+    start = store.show(project=PROJECT, kind=EventKind.server_started)[-1]
+    assert start.detail["cpu_limit"] == 1.5 and start.detail["mem_limit"] == "6G"
+    month = stop.at.strftime("%Y-%m")
+    [row] = [r for r in usage_report(site.settings, store, month, month) if r.project == PROJECT]
+    assert row.sessions >= 1 and row.compute_hours > 0 and row.peak_memory_bytes is not None
+    assert row.storage_bytes is not None and row.storage_bytes >= len("results v1")
     response = alice.spawn(PROJECT)
     assert response.status_code in (200, 302), error_of(response)
     alice.wait_ready(PROJECT)

@@ -50,6 +50,24 @@ class KernelClient:
     async def execute(self, code: str) -> str:
         return await self.send(self.message("execute_request", {"code": code, "silent": False}))
 
+    async def ready(self, attempts: int = 20) -> None:
+        """Until the kernel's iopub channel carries messages to us: outputs of code sent
+        before the subscription is live are lost (a race of every fresh kernel)."""
+        for _ in range(attempts):
+            msg_id = await self.send(self.message("kernel_info_request", {}))
+            iopub = False
+            while True:
+                channel, msg = await self.next()
+                if msg["parent_header"].get("msg_id") != msg_id:
+                    continue
+                iopub = iopub or channel == "iopub"
+                if msg["msg_type"] == "kernel_info_reply":
+                    break
+            if iopub:
+                return
+            await asyncio.sleep(0.2)
+        raise AssertionError(f"no iopub message from the kernel after {attempts} requests")
+
     async def next(self, timeout: float = 20) -> tuple[str, dict[str, Any]]:
         raw = await asyncio.wait_for(self.ws.read_message(), timeout)
         assert raw is not None, "websocket closed"

@@ -29,6 +29,7 @@ async def open_kernel(jp_fetch: Any, jp_ws_fetch: Any, protocol: str) -> tuple[s
         **kwargs,
     )
     assert (client.ws.selected_subprotocol == V1) == (protocol == "v1")
+    await client.ready()
     return kernel_id, client
 
 

@@ -39,6 +39,12 @@ class EventKind(StrEnum):
     package_installed = "package_installed"
     """The package mirror served a file to a workspace: detail {name, version, sha256,
     filename}. Written hub-side by the mirror, never accepted from a workspace."""
+    project_provisioned = "project_provisioned"
+    """An administrator provisioned (or resumed) a project: detail {state, steps}."""
+    project_suspended = "project_suspended"
+    """An administrator suspended a project: detail {state, reason}."""
+    project_archived = "project_archived"
+    """An administrator archived a project: detail {state, reason, removed: {folder: bytes}}."""
     resource_added = "resource_added"
     """An administrator added a read-only project resource (`tre resources add`): detail
     {name, files, bytes, manifest_sha256}. Written by the admin command, never accepted from

@@ -15,6 +15,8 @@ from pathlib import Path, PurePosixPath
 from tre.policy import Permit, PermitError, Policy, Project
 from tre.settings import Settings
 
+from .project_state import LifecycleError, check_not_suspended
+
 DATA_ROOT = PurePosixPath("/data")
 WORK_DIR = PurePosixPath("/home/researcher/work")
 
@@ -64,6 +66,10 @@ def check_spawn(
     permit = policy.current_permit(project_id, username, today)
     if permit is None:
         raise SpawnRefused(_why_no_permit(policy, project_id, username, today))
+    try:
+        check_not_suspended(settings, project_id)
+    except LifecycleError as exc:
+        raise SpawnRefused(f"{exc}; ask the data manager") from exc
     mounts = []
     for grant in permit.datasets:
         dataset = policy.dataset(grant.dataset)

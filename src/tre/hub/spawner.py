@@ -33,6 +33,7 @@ from tre.settings import Settings, load_settings
 from .config import firewall_rules
 from .datasets import DatasetUnavailable, VerificationCache, check_dataset
 from .firewall import FirewallError, check_rules
+from .measure import peak_memory
 from .networks import ProjectNetwork, ProjectNetworkError, ensure_project_network
 from .plan import DATA_ROOT, WORK_DIR, SpawnPlan, SpawnRefused, check_spawn, spawnable
 
@@ -314,7 +315,14 @@ class ProjectSpawner(DockerSpawner):  # type: ignore[misc]
         )
         ip, port = await super().start()
         await self._wait_until_answering(ip, port)
-        self._audit(EventKind.server_started, plan.project, plan.permit, server=self.name)
+        self._audit(
+            EventKind.server_started,
+            plan.project,
+            plan.permit,
+            server=self.name,
+            cpu_limit=plan.cpu_limit,
+            mem_limit=plan.mem_limit,
+        )
         return ip, port
 
     async def _wait_until_answering(self, ip: str, port: int) -> None:
@@ -340,7 +348,22 @@ class ProjectSpawner(DockerSpawner):  # type: ignore[misc]
             await asyncio.sleep(self.ready_poll_interval)
 
     async def stop(self, now: bool = False) -> Any:
+        peak = await self._peak_memory()
         result = await super().stop(now=now)
         project = self.user_options.get("project") or self.name or None
-        self._audit(EventKind.server_stopped, project, None, server=self.name)
+        self._audit(
+            EventKind.server_stopped, project, None, server=self.name, peak_memory_bytes=peak
+        )
         return result
+
+    async def _peak_memory(self) -> int | None:
+        """The container's peak memory (for usage accounting); None when not measurable."""
+        container_id = self.container_id
+        if not container_id:
+            return None
+        try:
+            stats = await self.docker("stats", container_id, stream=False)
+        except Exception as exc:  # a missing container or a busy engine: not measured
+            self.log.warning("peak memory of %s not measured: %s", container_id[:12], exc)
+            return None
+        return peak_memory(stats, container_id)
