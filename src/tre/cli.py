@@ -1235,3 +1235,42 @@ def k8s_values_command(
     except OSError as exc:
         _fail(f"{output}: cannot write: {exc.strerror}")
     out.print(f"wrote {output}")
+
+
+backup_app = typer.Typer(
+    help="Backups of the hub side (databases, audit log, releases, workspaces) and restore.",
+    no_args_is_help=True,
+)
+app.add_typer(backup_app, name="backup")
+
+
+@backup_app.command("create")
+def backup_create(
+    ctx: typer.Context,
+    dest: Annotated[Path, typer.Argument(help="Folder to write tre-backup-<time>.tar into.")],
+) -> None:
+    """Back up the SQLite databases (consistently, while in use), the audit log, the
+    review copies, project states, resources and workspaces, with a checksummed manifest."""
+    from .backup import BackupError, create_backup
+
+    try:
+        result = create_backup(_settings(ctx), dest)
+    except (BackupError, OSError) as exc:
+        _fail(exc)
+    out.print(f"wrote {result.path}: {result.files} file(s), {_size(result.bytes)}")
+
+
+@backup_app.command("restore")
+def backup_restore(
+    ctx: typer.Context,
+    archive: Annotated[Path, typer.Argument(help="A tre-backup-*.tar file.")],
+) -> None:
+    """Restore a backup into this site's var/, which must not hold any of its folders yet;
+    every file is checked against the manifest first. Then run `tre audit verify`."""
+    from .backup import BackupError, restore_backup
+
+    try:
+        result = restore_backup(archive, _settings(ctx))
+    except (BackupError, OSError) as exc:
+        _fail(exc)
+    out.print(f"restored {result.files} file(s), {_size(result.bytes)} from {archive}")
