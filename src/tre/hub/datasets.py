@@ -13,8 +13,9 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from .plan import DatasetMount
+from .plan import DatasetMount, SpawnPlan, SpawnRefused
 
 MANIFEST_NAME = "MANIFEST.json"
 
@@ -103,3 +104,18 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def check_plan_datasets(plan: SpawnPlan, settings_hub_dir: Path, log: Any) -> None:
+    """Every dataset of a spawn plan as sealed, or `SpawnRefused` (the detail goes to the
+    hub's log for the administrator, not to the researcher)."""
+    cache = VerificationCache(settings_hub_dir / "verified-files.json")
+    for mount in plan.datasets:
+        try:
+            check_dataset(mount, cache)
+        except DatasetUnavailable as exc:
+            log.error("refusing spawn for %s: %s", plan.username, exc)
+            raise SpawnRefused(
+                f"dataset '{mount.dataset}' is not available right now; the data manager "
+                "has been told"
+            ) from exc

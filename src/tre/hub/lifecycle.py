@@ -37,7 +37,7 @@ from .config import firewall_rules
 from .datasets import DatasetUnavailable, VerificationCache, check_dataset
 from .firewall import apply_rules
 from .networks import PROJECT_LABEL, ensure_project_network, remove_project_network
-from .plan import DATA_ROOT, DatasetMount
+from .plan import DatasetMount, SpawnRefused, permit_mounts
 from .project_state import (
     LifecycleError,
     ProjectState,
@@ -195,23 +195,12 @@ def _known(policy: Policy, project: str) -> None:
 def _granted(policy: Policy, settings: Settings, project: str, today: date) -> list[DatasetMount]:
     mounts: dict[tuple[str, str], DatasetMount] = {}
     for permit in policy.permits:
-        if permit.project != project or not permit.can_use(today):
-            continue
-        for grant in permit.datasets:
-            dataset = policy.dataset(grant.dataset)
-            version = dataset.version(grant.version) if dataset else None
-            if dataset is None or version is None:
-                raise LifecycleError(
-                    f"permit '{permit.id}' grants {grant.dataset}@{grant.version}, which the "
-                    "catalogue does not list"
-                )
-            mounts[(dataset.id, version.id)] = DatasetMount(
-                dataset=dataset.id,
-                version=version.id,
-                source=settings.datasets_dir / version.folder(dataset.id, project),
-                target=DATA_ROOT / dataset.id,
-                manifest_sha256=version.manifest_sha256,
-            )
+        if permit.project == project and permit.can_use(today):
+            try:
+                found = permit_mounts(policy, settings, permit)
+            except SpawnRefused as exc:
+                raise LifecycleError(str(exc)) from exc
+            mounts.update({(m.dataset, m.version): m for m in found})
     return list(mounts.values())
 
 

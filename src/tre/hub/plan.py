@@ -70,24 +70,7 @@ def check_spawn(
         check_not_suspended(settings, project_id)
     except LifecycleError as exc:
         raise SpawnRefused(f"{exc}; ask the data manager") from exc
-    mounts = []
-    for grant in permit.datasets:
-        dataset = policy.dataset(grant.dataset)
-        version = dataset.version(grant.version) if dataset else None
-        if dataset is None or version is None:  # validation prevents this; fail closed anyway
-            raise SpawnRefused(
-                f"permit '{permit.id}' grants '{grant.dataset}' version '{grant.version}', "
-                "which the catalogue does not list; ask the data manager"
-            )
-        mounts.append(
-            DatasetMount(
-                dataset=dataset.id,
-                version=version.id,
-                source=settings.datasets_dir / version.folder(dataset.id, project_id),
-                target=DATA_ROOT / dataset.id,
-                manifest_sha256=version.manifest_sha256,
-            )
-        )
+    mounts = permit_mounts(policy, settings, permit)
     conditions = permit.conditions
     return SpawnPlan(
         username=username,
@@ -106,6 +89,29 @@ def check_spawn(
             "TRE_DATASETS": ",".join(f"{m.dataset}@{m.version}" for m in mounts),
         },
     )
+
+
+def permit_mounts(policy: Policy, settings: Settings, permit: Permit) -> list[DatasetMount]:
+    """The dataset versions `permit` grants, as mounts of its project's copies."""
+    mounts = []
+    for grant in permit.datasets:
+        dataset = policy.dataset(grant.dataset)
+        version = dataset.version(grant.version) if dataset else None
+        if dataset is None or version is None:  # validation prevents this; fail closed anyway
+            raise SpawnRefused(
+                f"permit '{permit.id}' grants '{grant.dataset}' version '{grant.version}', "
+                "which the catalogue does not list; ask the data manager"
+            )
+        mounts.append(
+            DatasetMount(
+                dataset=dataset.id,
+                version=version.id,
+                source=settings.datasets_dir / version.folder(dataset.id, permit.project),
+                target=DATA_ROOT / dataset.id,
+                manifest_sha256=version.manifest_sha256,
+            )
+        )
+    return mounts
 
 
 def can_spawn(

@@ -31,7 +31,7 @@ from tre.resources import project_resources_dir
 from tre.settings import Settings, load_settings
 
 from .config import firewall_rules
-from .datasets import DatasetUnavailable, VerificationCache, check_dataset
+from .datasets import check_plan_datasets
 from .firewall import FirewallError, check_rules
 from .measure import peak_memory
 from .networks import ProjectNetwork, ProjectNetworkError, ensure_project_network
@@ -216,16 +216,7 @@ class ProjectSpawner(DockerSpawner):  # type: ignore[misc]
         settings = self.tre_settings
         policy = load_policy(settings.policy_dir)
         plan = check_spawn(policy, settings, self.user.name, self.requested_project(), date.today())
-        cache = VerificationCache(settings.hub_dir / "verified-files.json")
-        for mount in plan.datasets:
-            try:
-                check_dataset(mount, cache)
-            except DatasetUnavailable as exc:
-                self.log.error("refusing spawn for %s: %s", self.user.name, exc)
-                raise SpawnRefused(
-                    f"dataset '{mount.dataset}' is not available right now; the data manager "
-                    "has been told"
-                ) from exc
+        check_plan_datasets(plan, settings.hub_dir, self.log)
         return plan
 
     def isolate(self, plan: SpawnPlan) -> ProjectNetwork:

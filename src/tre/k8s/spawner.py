@@ -18,7 +18,7 @@ from kubespawner import KubeSpawner  # type: ignore[import-untyped]
 from traitlets import Unicode
 
 from tre.audit import AuditEvent, EventKind, can_name_chain, open_store
-from tre.hub.datasets import DatasetUnavailable, VerificationCache, check_dataset
+from tre.hub.datasets import check_plan_datasets
 from tre.hub.plan import SpawnPlan, SpawnRefused, check_spawn
 from tre.hub.spawner import WORKSPACE_GID, WORKSPACE_UID, Refusal
 from tre.policy import Policy, load_policy
@@ -136,16 +136,7 @@ class ProjectKubeSpawner(KubeSpawner):  # type: ignore[misc]
                 f"permit '{profile}' is not the one you work under in project "
                 f"'{plan.project}' today ('{plan.permit}'); reload the page and choose again"
             )
-        cache = VerificationCache(settings.hub_dir / "verified-files.json")
-        for mount in plan.datasets:
-            try:
-                check_dataset(mount, cache)
-            except DatasetUnavailable as exc:
-                self.log.error("refusing spawn for %s: %s", self.user.name, exc)
-                raise SpawnRefused(
-                    f"dataset '{mount.dataset}' is not available right now; the data manager "
-                    "has been told"
-                ) from exc
+        check_plan_datasets(plan, settings.hub_dir, self.log)
         return plan
 
     def prepare_folders(self, plan: SpawnPlan) -> None:
