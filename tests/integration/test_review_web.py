@@ -35,6 +35,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.security]
 
 ADMIN_TOKEN = "test-admin-" + "1" * 32
 GBM = "gbm-linkage"  # alice (author), bob (member); two reviews; checkers olivia, oscar
+HF = "hf-outcomes"  # carla, a member who is also an output checker in this site
 FAILING = "grade,mgmt_methylated,mgmt_unmethylated\nII,25,3\nIII,40,31\nIV,120,98\n"
 PASSING = "grade,patients\nII,28\nIII,71\nIV,218\n"
 CONTROLS = {"population": "GBM cohort 2015-2024", "suppression": "none yet"}
@@ -83,7 +84,8 @@ c.Spawner.cmd = [sys.executable, {standin!r}]
 c.Spawner.environment = {{"STANDIN_TOKEN_DIR": {token_dir!r}}}
 c.JupyterHub.load_groups = {{
     "tre-researchers": {{"users": ["alice", "bob", "carla"]}},
-    "tre-output-checkers": {{"users": ["olivia", "oscar"]}},
+    # carla is a researcher (hf-outcomes) and, here, an output checker too.
+    "tre-output-checkers": {{"users": ["olivia", "oscar", "carla"]}},
     "tre-admins": {{"users": ["adam"]}},
     "tre-patient-reps": {{"users": ["pat"]}},
 }}
@@ -206,6 +208,14 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     root = tmp_path_factory.mktemp("review-site")
     policy_dir = root / "policy"
     shutil.copytree(DEMO_POLICY, policy_dir)
+    people = policy_dir / "people.yaml"  # carla checks outputs too (not those of her project)
+    carla = "organisation: Department of Cardiology\n    roles: [researcher]"
+    assert carla in people.read_text()
+    people.write_text(
+        people.read_text().replace(
+            carla, carla.replace("[researcher]", "[researcher, output_checker]")
+        )
+    )
     public_port = free_port()
     settings = Settings(
         policy_dir=policy_dir,
@@ -274,6 +284,14 @@ def workspace(site: Site) -> Path:
 @pytest.fixture(scope="module")
 def alice(site: Site, workspace: Path) -> str:
     return site.spawn("alice", GBM, GBM)
+
+
+@pytest.fixture(scope="module")
+def carla(site: Site) -> str:
+    folder = site.settings.workspaces_dir / HF
+    (folder / "out").mkdir(parents=True)
+    (folder / "out" / "ok.csv").write_text(PASSING)
+    return site.spawn("carla", HF, HF)
 
 
 def add(site: Site, token: str, req_id: str, path: str) -> requests.Response:
@@ -396,6 +414,27 @@ def test_a_browser_post_without_xsrf_is_refused(site: Site, alice: str) -> None:
     assert api.status_code == 403
     assert site.api(alice, "GET", f"/requests/{req['id']}").json()["reviews_required"] == 2
     assert site.api(alice, "GET", f"/requests/{req['id']}").json()["files"][0]["approvers"] == []
+
+
+def test_a_checker_cannot_review_their_own_request(site: Site, carla: str) -> None:
+    req = submitted(site, carla, "My own table", ("out/ok.csv",))
+    rid = req["id"]
+    # carla is a checker: the queue opens for her, but her own request is not in it...
+    queue = site.browser("carla").get(f"{site.pages}/queue", timeout=30)
+    assert queue.status_code == 200 and rid not in queue.text
+    # ...and the request's page does not let her decide on it, whatever she posts.
+    for decision in ("approve", "reject", "return"):
+        own = site.form("carla", f"/requests/{rid}/decide", {"decision": decision, "reason": "x"})
+        assert own.status_code == 409, (decision, own.text)
+        assert "&#39;carla&#39; wrote this request and may not" in own.text, own.text
+    after = site.api(carla, "GET", f"/requests/{rid}").json()
+    assert after["state"] == "submitted"
+    assert after["files"][0]["approvers"] == []
+    # olivia, who is not the author, may (hf-outcomes needs one review).
+    olivia = site.form("olivia", f"/requests/{rid}/decide", {"decision": "approve"})
+    assert olivia.status_code == 200, olivia.text
+    after = site.api(carla, "GET", f"/requests/{rid}").json()
+    assert (after["state"], after["files"][0]["approvers"]) == ("approved", ["olivia"])
 
 
 def test_a_return_needs_a_reason(site: Site, alice: str) -> None:

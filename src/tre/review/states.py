@@ -159,10 +159,10 @@ def check_transition(
         # Separation of duties: whatever else they are, they do not check their own outputs.
         effective = parties - {Party.checker}
     if not rule.who & effective:
-        if rule.who == _CHECKER and Party.checker in parties:
+        if rule.who == _CHECKER and parties & {Party.author, Party.member}:
+            who = "wrote this request" if Party.author in parties else "is a member of its project"
             raise TransitionRefused(
-                f"'{actor}' wrote this request or is a member of its project, "
-                f"and may not {action} it"
+                f"'{actor}' {who} and may not {action} it: outputs are checked by others"
             )
         allowed = " or ".join(sorted(p.value for p in rule.who))
         raise TransitionRefused(f"only the {allowed} may {action} a request that is {state}")
