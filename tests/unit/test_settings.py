@@ -78,3 +78,13 @@ def test_nested_hub_settings_name_their_field(tmp_path: Path) -> None:
     path.write_text("hub:\n  hub_port: 9999\n  image: my/image:1\n", encoding="utf-8")
     settings = load_settings(path, env={})
     assert (settings.hub.hub_port, settings.hub.image) == (9999, "my/image:1")
+
+
+def test_audit_retention_cannot_be_set_below_one_year(tmp_path: Path) -> None:
+    """EHDS Art. 73: logs of access and activity are kept at least one year."""
+    path = tmp_path / "tre.yaml"
+    path.write_text("audit:\n  retention_days: 364\n", encoding="utf-8")
+    with pytest.raises(SettingsError, match=r"audit\.retention_days: Input should be greater"):
+        load_settings(path, env={})
+    path.write_text("audit:\n  retention_days: 365\n", encoding="utf-8")
+    assert load_settings(path, env={}).audit.retention_days == 365
