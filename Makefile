@@ -78,13 +78,13 @@ format: venv ## Apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-bench: prereqs venv ## Run the benchmarks (side by side with the tools users would otherwise pick)
+BENCHES = pseudonyms ingest spawn audit review load
+# ingest.py runs ingest_dicom, ingest_emr and ingest_genomics; each bench leaves
+# var/bench/<name>.json, which bench/report.py turns into docs/reference/benchmarks.md.
+bench: prereqs venv image ## Run every benchmark beside the tools users would otherwise pick; write docs/reference/benchmarks.md
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
-	$(BIN)/python bench/pseudonyms.py
-	$(BIN)/python bench/ingest.py
-	$(BIN)/python bench/spawn.py
-	$(BIN)/python bench/audit.py
-	$(BIN)/python bench/review.py
+	set -e; for b in $(BENCHES); do echo "== bench/$$b.py"; $(BIN)/python bench/$$b.py; done
+	$(BIN)/python bench/report.py
 
 image: prereqs venv extension ## Build the workspace image (reused when its inputs are unchanged)
 	$(BIN)/tre image build

@@ -29,7 +29,9 @@ every process the bench started. Only 127.0.0.1 is contacted. The report goes to
 docs/reference/benchmarks-audit.md.
 
     .venv/bin/python bench/audit.py [--cells 400] [--pause 0.05] [--records 2000]
-        [--no-postgres] [--direct] [--report PATH] [--json PATH] [--keep]
+        [--no-postgres] [--direct] [--report PATH] [--json PATH] [--results DIR] [--keep]
+
+Also writes var/bench/audit.json for bench/report.py.
 """
 
 from __future__ import annotations
@@ -80,6 +82,7 @@ from jupyter_tre_lab.audit_client import AuditClient, encode_record  # noqa: E40
 from jupyter_tre_lab.settings import load_settings as load_extension_settings  # noqa: E402
 from websockets.sync.client import ClientConnection, connect  # noqa: E402
 
+from bench.results import RESULTS_DIR, BenchResult, Comparison, cpu_model  # noqa: E402
 from tests.e2e.sites import free_port, policy_for_today  # noqa: E402
 from tre.audit import AuditEvent, AuditStore, EventKind, open_store  # noqa: E402
 from tre.hub.config import PROXY_COMMAND, settings_file_for  # noqa: E402
@@ -806,12 +809,6 @@ def throughput_table(methods: list[Method], ref: Method, floor: Method) -> str:
 
 
 def machine_facts(root: Path, pg_version: str | None) -> dict[str, Any]:
-    model = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
     fs = subprocess.run(
         ["findmnt", "-n", "-o", "FSTYPE", "-T", str(root)],
         capture_output=True,
@@ -821,7 +818,7 @@ def machine_facts(root: Path, pg_version: str | None) -> dict[str, Any]:
     return {
         "date": date.today().isoformat(),
         "cpus": os.cpu_count(),
-        "cpu": model or platform.machine(),
+        "cpu": cpu_model(),
         "kernel": platform.release(),
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "python": platform.python_version(),
@@ -1016,6 +1013,7 @@ def main() -> None:  # noqa: PLR0915 - one linear story: set up, measure, report
     parser.add_argument("--no-postgres", action="store_true", help="skip PostgreSQL")
     parser.add_argument("--report", type=Path, default=REPORT, help="markdown report to write")
     parser.add_argument("--json", type=Path, help="also write the numbers to this file")
+    parser.add_argument("--results", type=Path, default=RESULTS_DIR, help="result files folder")
     parser.add_argument(
         "--direct",
         action="store_true",
@@ -1177,6 +1175,9 @@ def main() -> None:  # noqa: PLR0915 - one linear story: set up, measure, report
         ]
         write_report(args.report, facts, sections, args)
         print(f"report written to {args.report}")
+        write_results(
+            times, b2b_times, ours=methods, jsonl=jsonl, filelog=filelog, facts=facts, args=args
+        )
         if args.json:
             record = {
                 "machine": facts,
@@ -1195,6 +1196,67 @@ def main() -> None:  # noqa: PLR0915 - one linear story: set up, measure, report
             args.json.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     finally:
         cleanup(hub, sockets, closers, server_tree, root, keep=args.keep)
+
+
+def write_results(
+    times: dict[str, list[float]],
+    b2b_times: dict[str, list[float]],
+    *,
+    ours: list[Method],
+    jsonl: Method,
+    filelog: Method,
+    facts: dict[str, Any],
+    args: argparse.Namespace,
+) -> None:
+    def ms(seconds: list[float]) -> list[float]:
+        return [1000 * s for s in seconds]
+
+    comparisons = [
+        Comparison(
+            name=name,
+            unit="ms",
+            better="lower",
+            ours="jupyter-tre (audited)",
+            ours_samples=ms(cells["jupyter-tre"]),
+            theirs="stock jupyter_server",
+            theirs_samples=ms(cells["stock"]),
+        )
+        for name, cells in (
+            ("execute round trip, trivial cells, paced", times),
+            ("execute round trip, back to back", b2b_times),
+        )
+    ]
+    stores = [m for m in ours if m.name.startswith("AuditStore")]
+    comparisons += [
+        Comparison(
+            name=f"one record: {mine.name.removeprefix('AuditStore.append, ')} vs {theirs.name}",
+            unit="ms",
+            better="lower",
+            ours=mine.name,
+            ours_samples=ms(mine.latencies),
+            theirs=theirs.name,
+            theirs_samples=ms(theirs.latencies),
+        )
+        for mine in stores
+        for theirs in (jsonl, filelog)
+    ]
+    keys = ("jupyterhub", "jupyter_server", "ipykernel", "sqlite", "postgresql", "filesystem")
+    BenchResult(
+        name="audit",
+        title="What auditing every execution costs",
+        script="bench/audit.py",
+        versions={k: str(facts[k]) for k in keys},
+        comparisons=comparisons,
+        notes=(
+            f"{args.cells} trivial cells per server, {1000 * args.pause:g} ms apart, "
+            "alternating between a workspace with jupyter_tre_lab (every execution audited "
+            "through the tre-audit service) and a stock one, through the same hub and proxy; "
+            f"{args.records} records per log method in interleaved blocks (the chained "
+            "AuditStore with a SQLite row, a JSON line and an fdatasync per record, beside "
+            "plain JSON lines with an fsync and logging.FileHandler without any sync). "
+            "Details: [Audit benchmark](benchmarks-audit.md)."
+        ),
+    ).write(args.results)
 
 
 def cleanup(

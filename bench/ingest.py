@@ -3,7 +3,8 @@
 Runs, in one session on the same files: DICOM (ours vs dicognito, pydicom/deid and
 pydicom's bare read+write), VCF/BAM (ours vs bcftools/samtools reheader) and EMR
 pseudonyms per second; prints each table and writes them all to
-docs/reference/benchmarks-ingest.md with the machine they ran on.
+docs/reference/benchmarks-ingest.md with the machine they ran on. Each part also leaves its
+result file (var/bench/ingest-*.json) for bench/report.py.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ PARTS = (
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--report", type=Path, default=REPORT, help="markdown report to write")
+    parser.add_argument("--results", type=Path, help="result files folder (default var/bench)")
     args = parser.parse_args()
     sections = []
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
@@ -42,6 +44,8 @@ def main() -> None:
             command = [sys.executable, str(HERE / script), *extra]
             if script != "ingest_emr.py":
                 command += ["--silos", str(silos)]
+            if args.results:
+                command += ["--results", str(args.results)]
             print(f"== {title}", flush=True)
             result = subprocess.run(command, capture_output=True, text=True, check=False)
             output = result.stdout + (
@@ -56,7 +60,8 @@ def main() -> None:
         "# Ingest benchmarks\n\n"
         "Measured by `make bench` (`bench/ingest.py`) in one run, each tool on the same "
         "files. Numbers are from a shared 2-core machine; ratios matter more than "
-        "absolute rates.\n\n"
+        "absolute rates. The medians, ratios and plots of the same run are on "
+        "[Benchmarks](benchmarks.md).\n\n"
         f"Run on {dt.date.today()}, Python {platform.python_version()}, {os.cpu_count()} CPUs "
         f"({cpu}).\n\n"
         "Goals (from the Ingest issue): DICOM at least 2x dicognito and within 2x of "

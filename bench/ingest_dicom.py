@@ -32,6 +32,7 @@ import time
 import warnings
 from collections.abc import Callable
 from datetime import date
+from importlib.metadata import version
 from pathlib import Path
 
 import pydicom
@@ -46,6 +47,9 @@ except ModuleNotFoundError:  # run from a source tree that was never installed
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from tre.demo.silos import write_demo_silos
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.results import RESULTS_DIR, BenchResult, Comparison
 from tre.ingest.context import IngestContext
 from tre.ingest.dicom import DicomDeidentifier
 from tre.ingest.patients import PatientIndex
@@ -168,6 +172,7 @@ def run(files: list[Path], rounds: int = 3) -> list[dict[str, object]]:
             "files_per_cpu_s": statistics.median(cpu[name]),
             "x_pydicom": statistics.median(values) / ceiling,
             "x_dicognito": statistics.median(values) / dicognito,
+            "samples": values,
         }
         for name, values in wall.items()
     ]
@@ -182,6 +187,44 @@ def _demo_files(silos: Path | None, keep: list[tempfile.TemporaryDirectory[str]]
     return sorted(p for p in (silos / "dicom").rglob("*") if p.is_file())
 
 
+OURS = "jupyter-tre DicomDeidentifier"
+
+
+def write_results(
+    rows: list[dict[str, object]], files: int, size: int, args: argparse.Namespace
+) -> None:
+    samples = {str(r["method"]): list(r["samples"]) for r in rows}  # type: ignore[call-overload]
+    BenchResult(
+        name="ingest-dicom",
+        title="DICOM de-identification",
+        script="bench/ingest_dicom.py",
+        versions={
+            "pydicom": pydicom.__version__,
+            "dicognito": version("dicognito"),
+            "deid": version("deid"),
+        },
+        comparisons=[
+            Comparison(
+                name=f"ours vs {theirs}",
+                unit="files/s",
+                better="higher",
+                ours=OURS,
+                ours_samples=samples[OURS],
+                theirs=theirs,
+                theirs_samples=samples[theirs],
+            )
+            for theirs in samples
+            if theirs != OURS
+        ],
+        notes=(
+            f"{files} demo DICOM files ({size / 1e6:.1f} MB), {args.rounds} interleaved rounds "
+            "in one process. Goals (Ingest issue): at least 2x dicognito, within 2x of "
+            "pydicom's bare read+write (the ceiling: it de-identifies nothing). Details: "
+            "[Ingest benchmarks](benchmarks-ingest.md)."
+        ),
+    ).write(args.results)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--silos", type=Path, help="demo silos folder (default: write them)")
@@ -189,6 +232,7 @@ def main() -> None:
     parser.add_argument(
         "--max-size", type=int, default=0, help="only files up to this many bytes (0: all)"
     )
+    parser.add_argument("--results", type=Path, default=RESULTS_DIR, help="result files folder")
     args = parser.parse_args()
     logging.disable(logging.INFO)
     keep: list[tempfile.TemporaryDirectory[str]] = []
@@ -214,6 +258,7 @@ def main() -> None:
             f"{r['x_pydicom']:>9.2f}  {r['x_dicognito']:>11.2f}"
         )
     print("files/s: wall clock; ratios of medians")
+    write_results(rows, len(files), size, args)
     for tmp in keep:
         tmp.cleanup()
 

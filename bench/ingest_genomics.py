@@ -18,7 +18,10 @@ On the same temporary files (built from the demo silos' cohort VCF and BAMs):
 Methods run in interleaved rounds; the table shows the median wall-clock rate, the rate
 per CPU second (this process and its children) and the ratio to the tool alone.
 
-    .venv/bin/python bench/ingest_genomics.py [--silos DIR] [--rounds 1] [--records N] [--reads N]
+Writes its results to var/bench/ingest-genomics.json for bench/report.py.
+
+    .venv/bin/python bench/ingest_genomics.py [--silos DIR] [--rounds 1] [--records N]
+        [--reads N] [--results DIR]
 """
 
 from __future__ import annotations
@@ -47,6 +50,8 @@ try:
 except ModuleNotFoundError:  # run from a source tree that was never installed
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.results import RESULTS_DIR, BenchResult, Comparison
 from tre.demo.silos import write_demo_silos
 from tre.ingest import bam as bam_module
 from tre.ingest import vcf as vcf_module
@@ -296,9 +301,46 @@ def run(
             "per_s": statistics.median(wall[i]),
             "per_cpu_s": statistics.median(cpu[i]),
             "x_tool": statistics.median(wall[i]) / by_name[(c.group, c.baseline)],
+            "samples": wall[i],
         }
         for i, c in enumerate(cases)
     ]
+
+
+def write_results(
+    rows: list[dict[str, object]], tools: dict[str, str], args: argparse.Namespace
+) -> None:
+    """Each jupyter-tre row beside each tool-alone row of its group."""
+    comparisons = [
+        Comparison(
+            name=f"{ours['group']}: {str(ours['method']).removeprefix('jupyter-tre ')} vs "
+            f"{str(theirs['method']).split(' (')[0]}",
+            unit=f"{ours['unit']}/s",
+            better="higher",
+            ours=str(ours["method"]),
+            ours_samples=list(ours["samples"]),  # type: ignore[call-overload]
+            theirs=str(theirs["method"]),
+            theirs_samples=list(theirs["samples"]),  # type: ignore[call-overload]
+        )
+        for ours in rows
+        if str(ours["method"]).startswith("jupyter-tre")
+        for theirs in rows
+        if theirs["group"] == ours["group"] and not str(theirs["method"]).startswith("jupyter-tre")
+    ]
+    BenchResult(
+        name="ingest-genomics",
+        title="VCF and BAM ingest",
+        script="bench/ingest_genomics.py",
+        versions={"pysam": version("pysam"), **tools},
+        comparisons=comparisons,
+        notes=(
+            f"{args.records:,} VCF records, {args.reads:,} BAM reads, {args.rounds} round(s), "
+            "every method on the same temporary files. The tools alone only rewrite the "
+            "header or the file; ours also re-checks identifiers, writes the index and the "
+            "checksum (see the script's docstring for what each row does). Details: "
+            "[Ingest benchmarks](benchmarks-ingest.md)."
+        ),
+    ).write(args.results)
 
 
 def main() -> None:
@@ -307,6 +349,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds")
     parser.add_argument("--records", type=int, default=1_000_000, help="VCF records")
     parser.add_argument("--reads", type=int, default=1_000_000, help="BAM reads")
+    parser.add_argument("--results", type=Path, default=RESULTS_DIR, help="result files folder")
     args = parser.parse_args()
     keep = None
     silos = args.silos
@@ -340,6 +383,7 @@ def main() -> None:
             f"{r['x_tool']:>12.3f}"
         )
     print("\nunits: records (VCF) or reads (BAM); wall clock, median of rounds")
+    write_results(rows, tools, args)
     if keep is not None:
         keep.cleanup()
 

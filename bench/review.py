@@ -34,7 +34,9 @@ microdata once per flagged cell, one to two minutes per 10,000-cell table here, 
 takes the run from about two minutes to four or five.
 
     .venv/bin/python bench/review.py [--cells 10000] [--repeat 30] [--warmup 5]
-        [--budget 15] [--suppress] [--json PATH] [--report PATH]
+        [--budget 15] [--suppress] [--json PATH] [--report PATH] [--results DIR]
+
+Also writes var/bench/review.json for bench/report.py.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(1, str(REPO))
 if __name__ == "__main__":
     # Before ACRO's import-time basicConfig(INFO), which would print a line per output.
     logging.basicConfig(level=logging.WARNING)
@@ -71,6 +74,7 @@ from acro.version import __version__ as acro_version  # type: ignore[import-unty
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from bench.results import RESULTS_DIR, BenchResult, Comparison, cpu_model  # noqa: E402
 from tre.policy import DisclosureProfile  # noqa: E402
 from tre.policy.disclosure import ACRO_DEFAULT  # noqa: E402
 from tre.review.checking import DisclosureChecks  # noqa: E402
@@ -589,16 +593,10 @@ def markdown_table(headers: list[str], rows: list[list[str]], right_from: int) -
 
 
 def machine_facts() -> dict[str, Any]:
-    model = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
     return {
         "date": date.today().isoformat(),
         "cpus": os.cpu_count(),
-        "cpu": model or platform.machine(),
+        "cpu": cpu_model(),
         "kernel": platform.release(),
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "python": platform.python_version(),
@@ -762,6 +760,40 @@ def write_report(path: Path, run: BenchRun, facts: dict[str, Any], args: Any) ->
     path.write_text("\n".join(text), encoding="utf-8")
 
 
+def write_results(run: BenchRun, facts: dict[str, Any], args: Any) -> None:
+    """Each of our checks beside ACRO on the same table (results.json: beside both tables)."""
+    acro = {m.table: m for m in run.methods if m.side == "ACRO" and not m.name.endswith("suppress")}
+    both = [a + b for a, b in zip(acro["counts"].times, acro["sums"].times, strict=False)]
+    comparisons = [
+        Comparison(
+            name=m.name.removeprefix("ours: "),
+            unit="ms",
+            better="lower",
+            ours=m.name,
+            ours_samples=[1000 * s for s in m.times],
+            theirs="ACRO crosstab, counts + sums" if m.table == "both" else acro[m.table].name,
+            theirs_samples=[1000 * s for s in (both if m.table == "both" else acro[m.table].times)],
+        )
+        for m in run.methods
+        if m.side == "ours" and m.name.startswith("ours:")
+    ]
+    BenchResult(
+        name="review",
+        title="Disclosure checks beside ACRO",
+        script="bench/review.py",
+        versions={"ACRO": str(facts["acro"]), "pandas": pd.__version__, "numpy": np.__version__},
+        comparisons=comparisons,
+        notes=(
+            f"A {run.cells:,}-cell table ({run.people:,} people), each call timed on its own "
+            f"(at most {args.repeat} calls after {args.warmup} warm-up calls, {args.budget:g} s "
+            "per method). ACRO is timed on the microdata it needs; ours on the finished table "
+            "a researcher saves, as the review service checks it when a file is added to a "
+            f"release request. Verdicts: {run.disagreements} disagreement(s) with ACRO. "
+            "Details: [Review benchmark](benchmarks-review.md)."
+        ),
+    ).write(args.results)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--cells", type=int, default=10_000, help="cells of the table")
@@ -778,6 +810,7 @@ def main() -> None:
     )
     parser.add_argument("--suppress-repeat", type=int, default=1, help="calls with suppression")
     parser.add_argument("--json", type=Path, help="write every time and verdict here")
+    parser.add_argument("--results", type=Path, default=RESULTS_DIR, help="result files folder")
     parser.add_argument("--report", type=Path, help=f"write the markdown report (e.g. {REPORT})")
     args = parser.parse_args()
     console = Console()
@@ -797,6 +830,7 @@ def main() -> None:
     print_results(run, console)
     console.print(f"whole run: {run.seconds:,.0f} s")
     facts = machine_facts()
+    write_results(run, facts, args)
     if args.report:
         write_report(args.report, run, facts, args)
         console.print(f"report written to {args.report}")

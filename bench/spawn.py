@@ -60,6 +60,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin
@@ -73,6 +74,7 @@ import jupyterhub  # noqa: E402
 from websockets.sync.client import connect  # noqa: E402
 
 import tre.stack  # noqa: E402
+from bench.results import RESULTS_DIR, BenchResult, Comparison, docker_version  # noqa: E402
 from tests.e2e.hubclient import HubUser, message_of, parse_form  # noqa: E402
 from tests.e2e.sites import free_port, policy_for_today  # noqa: E402
 from tre.demo.silos import write_demo_silos  # noqa: E402
@@ -88,7 +90,15 @@ from tre.hub.networks import get_project_network, network_name, remove_project_n
 from tre.ingest import granted_versions, ingest_version  # noqa: E402
 from tre.policy import load_policy  # noqa: E402
 from tre.pseudonym import create_master_key, default_master_key_path  # noqa: E402
-from tre.settings import AuditSettings, HubSettings, OidcSettings, ReviewSettings, Settings  # noqa: E402
+from tre.settings import (  # noqa: E402
+    AuditSettings,
+    HubSettings,
+    MirrorSettings,
+    OidcSettings,
+    PublishSettings,
+    ReviewSettings,
+    Settings,
+)
 
 PROJECT = "gbm-linkage"
 TRE_USER = "bob"
@@ -290,6 +300,9 @@ def tre_site(root: Path, image: str, hub_config: Path | None, debug: bool) -> Se
         review=ReviewSettings(port=free_port()),
         audit=AuditSettings(port=free_port()),
         oidc=OidcSettings(demo_idp_port=free_port()),
+        # Neither takes part in a spawn; stock JupyterHub runs neither.
+        mirror=MirrorSettings(enabled=False, port=free_port()),
+        publish=PublishSettings(enabled=False),
     )
     create_master_key(default_master_key_path(settings.keys_dir))
     policy = load_policy(policy_dir, today)
@@ -482,6 +495,57 @@ def table(results: dict[str, list[Sample]], warmup: dict[str, Sample]) -> dict[s
     return out
 
 
+def write_results(
+    results: dict[str, list[Sample]],
+    warmup: dict[str, Sample],
+    image: str,
+    load: tuple[float, float, float],
+    args: argparse.Namespace,
+) -> None:
+    comparisons = [
+        Comparison(
+            name=metric.replace("_", "-"),
+            unit="s",
+            better="lower",
+            ours="jupyter-tre",
+            ours_samples=[getattr(s, metric) for s in results["jupyter-tre"]],
+            theirs="stock JupyterHub + DockerSpawner",
+            theirs_samples=[getattr(s, metric) for s in results["stock"]],
+        )
+        for metric in ("spawn_to_ready", "first_result")
+    ]
+    BenchResult(
+        name="spawn",
+        title="Spawn to ready and first result",
+        script="bench/spawn.py",
+        versions={
+            "JupyterHub": jupyterhub.__version__,
+            "dockerspawner": metadata.version("dockerspawner"),
+            "configurable-http-proxy": json.loads(
+                (REPO / "proxy/node_modules/configurable-http-proxy/package.json").read_text()
+            )["version"],
+            "Docker": docker_version(),
+            "workspace image": image,
+        },
+        comparisons=comparisons,
+        notes=(
+            f"{args.spawns} spawns per stack in interleaved rounds (the order flips every "
+            "round), both on the same image behind the same proxy; load average "
+            f"{load[0]:.1f} during the run. Spawn-to-ready: from the POST of the spawn form to "
+            "the first 200 of the server's /api/status through the proxy (OIDC login and "
+            "policy checks for jupyter-tre, the hub's login form for stock). First result: "
+            "from the kernel-creation request to the output of `print(1+1)` over the kernel "
+            "websocket. Warm-up spawns (not in the statistics): "
+            + "; ".join(
+                f"{label} {s.spawn_to_ready:.2f} s to ready, {s.first_result:.2f} s to a result"
+                for label, s in warmup.items()
+            )
+            + ". Goals (Workspaces issue): the policy work adds under 10 %; p50 spawn-to-ready "
+            "under 3 s on a 2-core host. Details: [Spawn benchmark](benchmarks-spawn.md)."
+        ),
+    ).write(args.results)
+
+
 def log_lines(path: Path, since: float, until: float) -> Iterator[tuple[float, str]]:
     """Lines of a JupyterHub log stamped between two epoch times (local time in the log)."""
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
@@ -529,6 +593,7 @@ def main() -> None:  # noqa: PLR0915 - one linear story: set up, run, clean up
         "--image", default=HubSettings().image, help="workspace image for both stacks"
     )
     parser.add_argument("--profile", action="store_true", help="print the last spawns' logs")
+    parser.add_argument("--results", type=Path, default=RESULTS_DIR, help="result files folder")
     args = parser.parse_args()
     if args.spawns < 2:
         parser.error("--spawns must be at least 2 (p95 needs two values)")
@@ -584,6 +649,7 @@ def main() -> None:  # noqa: PLR0915 - one linear story: set up, run, clean up
             f"Docker {client.version().get('Version')}"
         )
         numbers = table(results, warmup)
+        write_results(results, warmup, image, load, args)
         if args.profile:
             for label, target in targets.items():
                 print_profile(target, results[label][-1], last_logs.get(label, []))
