@@ -21,6 +21,7 @@ from typing import Any
 from jupyterhub.services.auth import HubAuth
 from tornado import httpserver, httputil, web, websocket
 
+from tre.lifeline import end_with_parent
 from tre.settings import Settings, load_settings
 
 from .events import WORKSPACE_KINDS, AuditEvent, EventKind
@@ -300,6 +301,7 @@ async def serve(settings: Settings, hub_auth: HubAuth | None = None) -> None:
 
 def main() -> None:  # pragma: no cover - run by JupyterHub as a managed service
     logging.basicConfig(level=logging.INFO, format="[%(levelname)s %(name)s] %(message)s")
+    end_with_parent()  # a killed hub's restart must find the port free
     asyncio.run(serve(settings_from_env()))
 
 

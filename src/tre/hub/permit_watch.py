@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import quote
 
 from tre.audit import AuditEvent, AuditStore, EventKind, can_name_chain, open_store
+from tre.lifeline import end_with_parent
 from tre.policy import Policy, PolicyError, load_policy
 from tre.settings import Settings, load_settings
 
@@ -102,6 +103,7 @@ def run_once(api: HubApi, settings: Settings, audit: AuditStore) -> list[Stop]:
 
 def main() -> None:  # pragma: no cover - run by JupyterHub as a managed service
     logging.basicConfig(level=logging.INFO, format="[%(levelname)s %(name)s] %(message)s")
+    end_with_parent()  # a killed hub's restart starts its own watch
     settings_file = os.environ.get("TRE_SETTINGS")
     settings = load_settings(Path(settings_file) if settings_file else None)
     api = HubApi(os.environ["JUPYTERHUB_API_URL"], os.environ["JUPYTERHUB_API_TOKEN"])

@@ -3,21 +3,33 @@
 A version is built in a staging folder under `var/.staging/` and renamed into
 place as the last step, so an interrupted ingest leaves no version (and the
 staging folder is removed). A sealed version is read-only and never replaced.
+A run holds a lock on its staging folder while it lives; a folder nobody holds
+was left by a run that was killed, and the next run removes it.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import logging
 import os
 import shutil
 import stat
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
 from .errors import IngestError
 from .manifest import RECORD_NAME, FileEntry
+
+log = logging.getLogger("tre.ingest")
+
+STAGING_DIR = ".staging"
+LOCK_NAME = ".lock"
+"""Held (flock) by the run that owns a staging folder, for as long as it runs."""
 
 READ_ONLY_FILE = stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH
 READ_ONLY_DIR = READ_ONLY_FILE | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH
@@ -49,9 +61,11 @@ class StagedVersion:
 
     def __init__(self, paths: VersionPaths) -> None:
         self.paths = paths
-        self._staging = paths.var_dir / ".staging" / uuid.uuid4().hex
+        self._root = paths.var_dir / STAGING_DIR
+        self._staging = self._root / uuid.uuid4().hex
         self.out_dir = self._staging / "version"
         self.quarantine_dir = self._staging / "quarantine"
+        self._lock: int | None = None
 
     def __enter__(self) -> StagedVersion:
         if self.paths.version_dir.exists():
@@ -59,8 +73,13 @@ class StagedVersion:
                 f"{self.paths.version_dir}: this dataset version already exists; versions are "
                 "immutable, so register a new version in the policy to ingest again"
             )
-        self.out_dir.mkdir(parents=True)
-        self.quarantine_dir.mkdir()
+        self._root.mkdir(parents=True, exist_ok=True)
+        with _locked(self._root):  # no run is between creating its folder and locking it
+            remove_abandoned(self._root)
+            self.out_dir.mkdir(parents=True)
+            self.quarantine_dir.mkdir()
+            self._lock = os.open(self._staging / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+            fcntl.flock(self._lock, fcntl.LOCK_EX)
         return self
 
     def __exit__(
@@ -69,9 +88,14 @@ class StagedVersion:
         error: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._staging.exists():
-            _make_writable(self._staging)
-            shutil.rmtree(self._staging)
+        try:
+            if self._staging.exists():
+                _make_writable(self._staging)
+                shutil.rmtree(self._staging)
+        finally:
+            if self._lock is not None:
+                os.close(self._lock)
+                self._lock = None
 
     def files(self) -> list[FileEntry]:
         """Every staged output file with its checksum, in a stable order."""
@@ -109,6 +133,42 @@ class StagedVersion:
         self.paths.version_dir.parent.mkdir(parents=True, exist_ok=True)
         self.out_dir.rename(self.paths.version_dir)  # the commit point
         _fsync_dir(self.paths.version_dir.parent)
+
+
+def remove_abandoned(root: Path) -> list[str]:
+    """Remove the staging folders under `root` that no live run holds (left by runs that
+    were killed); return their names. Call with `root` locked."""
+    removed = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.is_symlink()):
+        try:
+            fd = os.open(folder / LOCK_NAME, os.O_RDWR)
+        except FileNotFoundError:
+            fd = None  # a run makes its folder and its lock under the root's lock: none lives
+        try:
+            if fd is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # a run that is still writing
+            _make_writable(folder)
+            shutil.rmtree(folder)
+            removed.append(folder.name)
+        finally:
+            if fd is not None:
+                os.close(fd)
+    if removed:
+        log.warning("removed %d staging folder(s) left by killed ingest runs", len(removed))
+    return removed
+
+
+@contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _make_read_only(root: Path) -> None:

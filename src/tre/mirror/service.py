@@ -25,6 +25,7 @@ from tornado import httpserver
 
 from tre.audit import open_store
 from tre.audit.identity import WorkspaceIdentifier
+from tre.lifeline import end_with_parent
 from tre.settings import Settings, load_settings
 
 from .devpi import DEVPI_HOST, DevpiAdmin, DevpiProcess, MirrorPaths, ensure_initialised
@@ -202,4 +203,5 @@ async def serve(service: MirrorService) -> None:
 
 def main() -> None:  # pragma: no cover - run by JupyterHub as a managed service
     logging.basicConfig(level=logging.INFO, format="[%(levelname)s %(name)s] %(message)s")
+    end_with_parent()  # a killed hub's restart must find the port free
     asyncio.run(serve(service_from_settings(settings_from_env())))

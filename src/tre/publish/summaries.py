@@ -43,6 +43,7 @@ from tre.hub.config import REPO, firewall_rules
 from tre.hub.firewall import FirewallError, check_rules
 from tre.hub.networks import ProjectNetwork, ensure_project_network
 from tre.hub.spawner import WORKSPACE_GID, WORKSPACE_UID, hardening
+from tre.lifeline import end_with_parent
 from tre.policy import load_policy
 from tre.settings import Settings, load_settings
 
@@ -257,6 +258,7 @@ def serve(settings: Settings, environ: Mapping[str, str]) -> int:
 
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    end_with_parent()  # a killed hub's restart starts its own
     settings = load_settings()
     try:
         return serve(settings, os.environ)

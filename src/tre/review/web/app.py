@@ -17,6 +17,7 @@ from jupyterhub.services.auth import HubOAuth
 from tornado import httpserver, web
 
 from tre.audit.identity import WorkspaceIdentifier
+from tre.lifeline import end_with_parent
 from tre.settings import Settings, load_settings
 from tre.weblog import request_logger
 
@@ -96,6 +97,7 @@ async def serve(settings: Settings) -> None:
 
 def main() -> None:  # pragma: no cover - run by JupyterHub as a managed service
     logging.basicConfig(level=logging.INFO, format="[%(levelname)s %(name)s] %(message)s")
+    end_with_parent()  # a killed hub's restart must find the port free
     try:
         asyncio.run(serve(settings_from_env()))
     except KeyboardInterrupt:  # how the hub stops its managed services
