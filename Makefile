@@ -64,7 +64,7 @@ stop: ## Stop the demo stack (workspace folders and data are kept)
 	@if [ -x $(BIN)/tre ]; then $(BIN)/tre stack stop; else echo "nothing to stop"; fi
 
 test: prereqs venv $(NODE_MODULES) extension ## Run the whole test suite
-	@scripts/install-prereqs browser
+	@scripts/install-prereqs browser deploy
 	@rc=0; $(BIN)/pytest $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$rc
 

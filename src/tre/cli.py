@@ -510,6 +510,62 @@ def stack_stop(ctx: typer.Context) -> None:
     out.print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
 
 
+hub_app = typer.Typer(
+    help="The hub's processes in the foreground, one per service unit (Ansible deployment).",
+    no_args_is_help=True,
+)
+app.add_typer(hub_app, name="hub")
+
+
+@hub_app.command("run")
+def hub_run(
+    ctx: typer.Context,
+    bind_url: Annotated[
+        str | None,
+        typer.Option(
+            help="Where JupyterHub's proxy listens when a TLS proxy in front serves "
+            "hub.public_url, e.g. http://127.0.0.1:8000; default: hub.public_url."
+        ),
+    ] = None,
+) -> None:
+    """Put the host firewall rules in place, then run JupyterHub in the foreground."""
+    from .hub.firewall import FirewallError
+    from .stack import StackError, exec_hub
+
+    try:
+        exec_hub(_settings(ctx), bind_url=bind_url)
+    except (StackError, FirewallError, OSError) as exc:
+        _fail(exc)
+
+
+@hub_app.command("demo-idp")
+def hub_demo_idp(ctx: typer.Context) -> None:
+    """Run the bundled demo OIDC provider in the foreground (demo and test sites only)."""
+    from .demo.idp import DemoIdPError
+    from .policy import PolicyError
+    from .stack import StackError, exec_demo_idp
+
+    try:
+        exec_demo_idp(_settings(ctx))
+    except (StackError, DemoIdPError, PolicyError, OSError) as exc:
+        _fail(exc)
+
+
+@hub_app.command("firewall")
+def hub_firewall(ctx: typer.Context) -> None:
+    """Put the host firewall rules that confine project networks in place (idempotent);
+    the last line says `changed` or `unchanged`."""
+    from .hub.config import firewall_rules
+    from .hub.firewall import FirewallError, apply_rules
+
+    try:
+        changed = apply_rules(firewall_rules(_settings(ctx)))
+    except FirewallError as exc:
+        _fail(exc)
+    out.print("host firewall rules in place")
+    out.print("changed" if changed else "unchanged")
+
+
 @image_app.command("build")
 def image_build(
     base: Annotated[
@@ -1182,7 +1238,15 @@ def project_archive(
 
 
 @project_app.command("status")
-def project_status(ctx: typer.Context) -> None:
+def project_status(
+    ctx: typer.Context,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json", help='One JSON object: {"<project>": "<state>" or null if never provisioned}.'
+        ),
+    ] = False,
+) -> None:
     """Every project of the policy and its lifecycle state."""
     from .hub.lifecycle import describe
     from .hub.project_state import LifecycleError, project_state
@@ -1191,10 +1255,14 @@ def project_status(ctx: typer.Context) -> None:
     settings = _settings(ctx)
     try:
         policy = load_policy(settings.policy_dir)
-        for p in policy.projects:
-            out.print(f"{p.id}: {escape(describe(project_state(settings, p.id)))}")
+        states = {p.id: project_state(settings, p.id) for p in policy.projects}
     except (LifecycleError, PolicyError) as exc:
         _fail(exc)
+    if as_json:
+        typer.echo(json.dumps({k: str(r.state) if r else None for k, r in states.items()}))
+        return
+    for project, record in states.items():
+        out.print(f"{project}: {escape(describe(record))}")
 
 
 k8s_app = typer.Typer(

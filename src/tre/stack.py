@@ -3,13 +3,16 @@
 `Stack` starts both and waits until the hub answers; it is used by the demo
 (`tre stack start`, in the background, with pid files under var/run) and by the
 end-to-end tests (in the foreground). A site with its own OIDC provider sets
-`oidc.issuer` and gets only the hub.
+`oidc.issuer` and gets only the hub. `exec_hub` and `exec_demo_idp` run the same
+commands in the foreground, replacing the calling process, for a service manager
+(the Ansible deployment's systemd units).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,9 +21,18 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import NoReturn, Self
+from urllib.parse import urlsplit
 
-from tre.demo.idp import DemoClient, DemoIdP, DemoIdPConfig
+from tre.demo.idp import (
+    IDP_DIR,
+    DemoClient,
+    DemoIdP,
+    DemoIdPConfig,
+    install_command,
+    node_modules_current,
+    node_version,
+)
 from tre.hub.config import REPO, client_secret, firewall_rules, oidc_urls, settings_file_for
 from tre.hub.firewall import apply_rules
 from tre.policy import load_policy
@@ -44,6 +56,73 @@ def hub_client(settings: Settings) -> DemoClient:
     )
 
 
+def demo_idp_config(settings: Settings) -> DemoIdPConfig:
+    """The bundled provider for the site's policy, with the hub as its one client."""
+    policy = load_policy(settings.policy_dir)
+    return DemoIdPConfig.for_policy(
+        policy,
+        state_dir=settings.hub_dir / "demo-idp",
+        clients=(hub_client(settings),),
+        port=settings.oidc.demo_idp_port,
+        issuer=oidc_urls(settings)["issuer"],
+    )
+
+
+def hub_command(bind_url: str | None = None) -> list[str]:
+    """JupyterHub with the site's config; `bind_url` overrides where its proxy listens (a TLS
+    proxy in front then serves `hub.public_url`). Command-line config wins over the file's."""
+    command = [sys.executable, "-m", "jupyterhub", "-f", str(HUB_CONFIG)]
+    if bind_url is not None:
+        parts = urlsplit(bind_url)
+        if parts.scheme != "http" or not parts.hostname or parts.port is None:
+            raise StackError(
+                f"--bind-url {bind_url!r}: expected http://<address>:<port> (TLS is the "
+                "front proxy's job)"
+            )
+        command.append(f"--JupyterHub.bind_url={bind_url}")
+    return command
+
+
+def hub_environment(settings: Settings) -> dict[str, str]:
+    return {**os.environ, "TRE_SETTINGS": str(settings_file_for(settings))}
+
+
+def make_state_folders(settings: Settings) -> None:
+    for folder in (settings.logs_dir, settings.hub_dir, settings.var_dir / "run"):
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+
+def exec_hub(settings: Settings, bind_url: str | None = None) -> NoReturn:
+    """Put the host firewall rules in place, then become JupyterHub (in `hub_dir`)."""
+    command = hub_command(bind_url)
+    make_state_folders(settings)
+    apply_rules(firewall_rules(settings))
+    env = hub_environment(settings)
+    os.chdir(settings.hub_dir)
+    os.execve(command[0], command, env)  # noqa: S606 - fixed argv, no shell
+
+
+def exec_demo_idp(settings: Settings) -> NoReturn:
+    """Write the demo provider's config, then become its node process (in demo-idp/)."""
+    if settings.oidc.issuer is not None:
+        raise StackError(
+            f"oidc.issuer is {settings.oidc.issuer!r}: the site has its own provider, "
+            "the demo provider is not used"
+        )
+    node_version()
+    if not node_modules_current(IDP_DIR):
+        raise StackError(
+            f"{IDP_DIR}/node_modules is missing or older than the lockfile: "
+            f"run `{install_command(IDP_DIR)}`"
+        )
+    make_state_folders(settings)
+    config_path = demo_idp_config(settings).write()
+    node = shutil.which("node")
+    assert node is not None  # node_version found it
+    os.chdir(IDP_DIR)
+    os.execv(node, [node, str(IDP_DIR / "server.mjs"), "--config", str(config_path)])  # noqa: S606
+
+
 class Stack:
     def __init__(self, settings: Settings, *, startup_timeout: float = 60.0) -> None:
         self.settings = settings
@@ -56,8 +135,7 @@ class Stack:
     # -- start -------------------------------------------------------------------
 
     def start(self) -> None:
-        for folder in (self.settings.logs_dir, self.settings.hub_dir, self.run_dir):
-            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        make_state_folders(self.settings)
         try:
             apply_rules(firewall_rules(self.settings))
             if self.settings.oidc.issuer is None:
@@ -68,26 +146,16 @@ class Stack:
             raise
 
     def _start_idp(self) -> None:
-        policy = load_policy(self.settings.policy_dir)
-        issuer = oidc_urls(self.settings)["issuer"]
-        config = DemoIdPConfig.for_policy(
-            policy,
-            state_dir=self.settings.hub_dir / "demo-idp",
-            clients=(hub_client(self.settings),),
-            port=self.settings.oidc.demo_idp_port,
-            issuer=issuer,
-        )
-        self.idp = DemoIdP(config)
+        self.idp = DemoIdP(demo_idp_config(self.settings))
         self.idp.start()
 
     def _start_hub(self) -> None:
-        env = {**os.environ, "TRE_SETTINGS": str(settings_file_for(self.settings))}
         log = os.open(self.hub_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
             self.hub = subprocess.Popen(
-                [sys.executable, "-m", "jupyterhub", "-f", str(HUB_CONFIG)],
+                hub_command(),
                 cwd=self.settings.hub_dir,
-                env=env,
+                env=hub_environment(self.settings),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
