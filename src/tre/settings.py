@@ -11,7 +11,7 @@ import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -92,6 +92,14 @@ class HubSettings(BaseModel):
     )
     permit_check_interval: int = Field(
         default=30, ge=5, le=60, description="Seconds between checks that stop ended permits."
+    )
+    backend: Literal["docker", "swarm"] = Field(
+        default="docker",
+        description=(
+            "What starts workspaces: 'docker' (one container per workspace on this host's "
+            "engine) or 'swarm' (one Docker Swarm service per workspace; see the how-to "
+            "'Scale to Docker Swarm' for what the engine needs first)."
+        ),
     )
 
 

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Literal
 
 import docker
 
@@ -81,11 +82,18 @@ class Site:
 
 
 def site_settings(
-    root: Path, image: str, *, mirror: bool = False, publish: bool = False
+    root: Path,
+    image: str,
+    *,
+    mirror: bool = False,
+    publish: bool = False,
+    backend: Literal["docker", "swarm"] = "docker",
 ) -> Settings:
     """`mirror`: run the package mirror (it fetches the upstream index's list of names
     first); the tests that do not install packages leave it off. `publish`: run the
-    summaries service (its Voila container); only the publication tests need it."""
+    summaries service (its Voila container); only the publication tests need it.
+    `backend`: what starts workspaces (`swarm` needs an engine prepared as in
+    tests/e2e/test_swarm.py)."""
     return Settings(
         policy_dir=root / "policy",
         var_dir=root / "var",
@@ -96,6 +104,7 @@ def site_settings(
             image=image,
             mem_limit="2G",
             permit_check_interval=5,
+            backend=backend,
         ),
         review=ReviewSettings(port=free_port()),
         audit=AuditSettings(port=free_port()),
@@ -113,10 +122,11 @@ def running_site(
     *,
     mirror: bool = False,
     publish: bool = False,
+    backend: Literal["docker", "swarm"] = "docker",
 ) -> Iterator[Site]:
     """Start a site under `root` with gbm-linkage's datasets ingested; stop it after."""
     today = date.today()
-    settings = site_settings(root, image, mirror=mirror, publish=publish)
+    settings = site_settings(root, image, mirror=mirror, publish=publish, backend=backend)
     policy_for_today(settings.policy_dir, today)
     settings.var_dir.mkdir()
     (settings.var_dir / "silos").symlink_to(demo_silos, target_is_directory=True)
@@ -131,6 +141,9 @@ def running_site(
     finally:
         stack.stop()
         client = docker.from_env()
+        if backend == "swarm":
+            for service in client.services.list(filters={"label": "org.jupyter-tre.project"}):
+                service.remove()
         for container in client.containers.list(all=True, filters={"name": "tre-"}):
             if container.labels.get("org.jupyter-tre.project") or container.labels.get(
                 "org.jupyter-tre.service"

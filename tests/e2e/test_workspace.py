@@ -11,8 +11,6 @@ refused, and a permit revoked while a server runs stops it.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import time
 from collections.abc import Iterator
 from datetime import date
@@ -22,7 +20,7 @@ import docker
 import pytest
 
 from tests.e2e.hubclient import HubUser, error_of, message_of
-from tests.e2e.netns import HostListener, OutsideHost, main_address
+from tests.e2e.isolation import GBM_DATASETS, WORKSPACE_MOUNTS, probe_workspace, unexpected_mounts
 from tests.e2e.sites import Site, running_site
 from tre.audit import EventKind, open_store
 from tre.usage import usage_report
@@ -30,17 +28,6 @@ from tre.usage import usage_report
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(2400)]
 
 PROJECT = "gbm-linkage"
-GBM_DATASETS = sorted(
-    [
-        "clinical-records",
-        "gbm-mri",
-        "gbm-mri-nifti",
-        "gbm-variants",
-        "gbm-alignments",
-        "gbm-pathology",
-        "gbm-single-cell",
-    ]
-)
 
 
 @pytest.fixture(scope="module")
@@ -60,47 +47,6 @@ def alice(site: Site) -> HubUser:
     return user
 
 
-INSIDE = r"""
-import json, os, socket
-def attempt(fn):
-    try:
-        return "ok: " + str(fn())
-    except OSError as e:
-        return "refused: " + (e.strerror or type(e).__name__)
-def write(path):
-    with open(path, "w") as f:
-        f.write("x")
-def connect(host, port):
-    with socket.create_connection((host, port), timeout=2) as s:
-        return s.recv(64).decode()
-lines = open("/proc/self/status").read().splitlines()
-status = dict(l.split(":\t", 1) for l in lines if ":\t" in l)
-mounts = sorted(l.split()[4] for l in open("/proc/self/mountinfo"))
-data = {d: sorted(os.listdir("/data/" + d))[:3] for d in sorted(os.listdir("/data"))}
-first_file = next(os.path.join(r, f) for r, _, fs in os.walk("/data/clinical-records") for f in fs)
-print(json.dumps({
-    "uid": os.getuid(), "gid": os.getgid(), "groups": os.getgroups(),
-    "cap_eff": status["CapEff"], "cap_bnd": status["CapBnd"], "no_new_privs": status["NoNewPrivs"],
-    "datasets": sorted(data), "mounts": mounts,
-    "write_data": attempt(lambda: write("/data/gbm-mri/new")),
-    "write_data_file": attempt(lambda: write(first_file)),
-    "chmod_data": attempt(lambda: os.chmod(first_file, 0o777)),
-    "write_root": attempt(lambda: write("/usr/local/planted")),
-    "write_home": attempt(lambda: write("/home/researcher/.bashrc")),
-    "write_tmp": attempt(lambda: write("/tmp/scratch")),
-    "write_work": attempt(lambda: write("/home/researcher/work/probe.txt")),
-    "dns": attempt(lambda: socket.getaddrinfo("pypi.org", 443)),
-    "outside": attempt(lambda: connect(OUTSIDE, 80)),
-    "host_main": attempt(lambda: connect(HOST_MAIN, HOST_PORT)),
-    "gateway_other_port": attempt(lambda: connect(GATEWAY, GATEWAY_PORT)),
-    "pids_max": open("/sys/fs/cgroup/pids/pids.max").read().strip(),
-    "mem_limit": open("/sys/fs/cgroup/memory/memory.limit_in_bytes").read().strip(),
-    "env": {k: os.environ.get(k) for k in ("PYTHONNOUSERSITE", "JUPYTERHUB_DISABLE_USER_CONFIG",
-                                           "TRE_PROJECT", "TRE_PERMIT")},
-}))
-"""
-
-
 @pytest.fixture(scope="module")
 def inside(
     site: Site, alice: HubUser, tmp_path_factory: pytest.TempPathFactory
@@ -108,19 +54,7 @@ def inside(
     """Facts read from inside alice's running workspace."""
     network = docker.from_env().networks.get(f"tre-project-{PROJECT}")
     gateway = network.attrs["IPAM"]["Config"][0]["Gateway"]
-    with (
-        OutsideHost(tmp_path_factory.mktemp("outside")) as outside,
-        contextlib.closing(HostListener(str(main_address()))) as host_main,
-        contextlib.closing(HostListener(gateway)) as gateway_listener,
-    ):
-        code = (
-            f"OUTSIDE={str(outside.addr)!r}; HOST_MAIN={str(host_main.address)!r}; "
-            f"HOST_PORT={host_main.port}; GATEWAY={gateway!r}; "
-            f"GATEWAY_PORT={gateway_listener.port}\n" + INSIDE
-        )
-        facts: dict[str, object] = json.loads(alice.execute(PROJECT, code))
-        assert outside.events("tcp") == [], "the outside host saw a connection"
-    return facts
+    return probe_workspace(alice, PROJECT, gateway, tmp_path_factory.mktemp("outside"))
 
 
 def test_login_goes_through_the_oidc_provider_and_sets_groups(site: Site) -> None:
@@ -146,28 +80,9 @@ def test_the_spawn_form_lists_only_projects_with_a_current_permit(site: Site) ->
 
 def test_only_the_permitted_datasets_are_mounted(inside: dict[str, object]) -> None:
     assert inside["datasets"] == GBM_DATASETS
-    allowed = {f"/data/{d}" for d in GBM_DATASETS} | {"/home/researcher/work", "/tmp"}
-    allowed |= {"/resources"}  # the project's read-only resources (tre resources add)
-    docker_own = {
-        "/",
-        "/proc",
-        "/dev",
-        "/dev/pts",
-        "/dev/mqueue",
-        "/dev/shm",
-        "/sys",
-        "/sys/fs/cgroup",
-        "/etc/hosts",
-        "/etc/hostname",
-        "/etc/resolv.conf",
-        "/dev/console",
-    }
-    mounts = set(inside["mounts"])  # type: ignore[arg-type]
-    unexpected = {
-        m for m in mounts - allowed - docker_own if not m.startswith(("/proc/", "/sys/", "/dev/"))
-    }
-    assert unexpected == set()
-    assert allowed <= mounts
+    mounts: list[str] = inside["mounts"]  # type: ignore[assignment]
+    assert unexpected_mounts(mounts) == set()
+    assert set(mounts) >= WORKSPACE_MOUNTS
 
 
 def test_datasets_are_read_only(inside: dict[str, object]) -> None:

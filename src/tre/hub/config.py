@@ -32,6 +32,15 @@ REPO = Path(__file__).resolve().parents[3]
 PROXY_COMMAND = REPO / "proxy" / "node_modules" / ".bin" / "configurable-http-proxy"
 
 
+SPAWNERS = {
+    "docker": "tre.hub.spawner.ProjectSpawner",
+    # A subclass of ProjectSpawner: the `c.ProjectSpawner` and `c.DockerSpawner` values
+    # below apply to it as well.
+    "swarm": "tre.swarm.spawner.ProjectSwarmSpawner",
+}
+"""The spawner class for each `hub.backend`."""
+
+
 def allowed_ports(settings: Settings) -> list[int]:
     """Ports on its network gateway that a workspace may reach: the hub API, the audit
     service, the review service's API and the package mirror's front (when enabled).
@@ -109,7 +118,7 @@ def configure(c: Any, settings: Settings) -> None:
     c.GenericOAuthenticator.enable_auth_state = False
 
     # Workspaces: one named server per project, started by the project spawner.
-    c.JupyterHub.spawner_class = "tre.hub.spawner.ProjectSpawner"
+    c.JupyterHub.spawner_class = SPAWNERS[hub.backend]
     c.ProjectSpawner.tre_settings_file = str(settings_file_for(settings))
     c.JupyterHub.allow_named_servers = True
     c.JupyterHub.named_server_limit_per_user = max(1, len(policy.projects))

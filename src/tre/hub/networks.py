@@ -11,13 +11,16 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import docker
 import docker.errors
 import docker.types
 from docker.models.networks import Network
+
+T = TypeVar("T")
 
 PROJECT_LABEL = "org.jupyter-tre.project"
 """Docker label carrying the project id on every project network."""
@@ -105,11 +108,30 @@ def _problems(attrs: dict[str, Any], project_id: str) -> list[str]:
             f"bridge is {options.get(BRIDGE_NAME_OPTION)!r}, not {expected_bridge!r} "
             "(the host firewall would not match it)"
         )
+    problems += ipv4_problems(attrs)
+    return problems
+
+
+def ipv4_problems(attrs: dict[str, Any]) -> list[str]:
+    """Why a network's IPAM is not one IPv4 subnet with a gateway (empty: it is)."""
     configs = (attrs.get("IPAM") or {}).get("Config") or []
     v4 = [c for c in configs if ":" not in str(c.get("Subnet", ":"))]
     if len(v4) != 1 or not v4[0].get("Gateway"):
-        problems.append(f"expected one IPv4 subnet with a gateway, found {configs!r}")
-    return problems
+        return [f"expected one IPv4 subnet with a gateway, found {configs!r}"]
+    return []
+
+
+def ipv4_subnet(attrs: dict[str, Any]) -> tuple[ipaddress.IPv4Network, ipaddress.IPv4Address]:
+    """The (subnet, gateway) of a network that passed `ipv4_problems`; raises
+    `ProjectNetworkError` when the gateway lies outside the subnet."""
+    config = next(c for c in attrs["IPAM"]["Config"] if ":" not in str(c.get("Subnet", ":")))
+    subnet = ipaddress.IPv4Network(config["Subnet"])
+    gateway = ipaddress.IPv4Address(config["Gateway"])
+    if gateway not in subnet:
+        raise ProjectNetworkError(
+            f"Docker network {attrs.get('Name')!r}: gateway {gateway} is outside {subnet}"
+        )
+    return subnet, gateway
 
 
 def _from_attrs(attrs: dict[str, Any], project_id: str) -> ProjectNetwork:
@@ -120,13 +142,7 @@ def _from_attrs(attrs: dict[str, Any], project_id: str) -> ProjectNetwork:
             f"network for {project_id!r}: " + "; ".join(problems) + ". Remove it "
             "(docker network rm) after checking what uses it; it is never adopted."
         )
-    config = next(c for c in attrs["IPAM"]["Config"] if ":" not in str(c.get("Subnet", ":")))
-    subnet = ipaddress.IPv4Network(config["Subnet"])
-    gateway = ipaddress.IPv4Address(config["Gateway"])
-    if gateway not in subnet:
-        raise ProjectNetworkError(
-            f"Docker network {attrs.get('Name')!r}: gateway {gateway} is outside {subnet}"
-        )
+    subnet, gateway = ipv4_subnet(attrs)
     return ProjectNetwork(
         project_id=project_id,
         name=str(attrs["Name"]),
@@ -137,7 +153,7 @@ def _from_attrs(attrs: dict[str, Any], project_id: str) -> ProjectNetwork:
     )
 
 
-def _lookup(client: docker.DockerClient, name: str) -> dict[str, Any] | None:
+def lookup_network(client: docker.DockerClient, name: str) -> dict[str, Any] | None:
     """The attributes of the network named exactly `name`, or None."""
     # The engine's name filter matches substrings: keep exact matches only.
     found = [n for n in client.networks.list(names=[name]) if n.name == name]
@@ -154,7 +170,7 @@ def _lookup(client: docker.DockerClient, name: str) -> dict[str, Any] | None:
 
 def get_project_network(client: docker.DockerClient, project_id: str) -> ProjectNetwork | None:
     """The project's network if it exists (checked, see the module invariant), else None."""
-    attrs = _lookup(client, network_name(project_id))
+    attrs = lookup_network(client, network_name(project_id))
     return None if attrs is None else _from_attrs(attrs, project_id)
 
 
@@ -171,9 +187,6 @@ def ensure_project_network(
     an existing network on another subnet is refused.
     """
     name = network_name(project_id)
-    existing = _lookup(client, name)
-    if existing is not None:
-        return _checked_subnet(_from_attrs(existing, project_id), subnet)
     ipam = None
     if subnet is not None:
         ipam = docker.types.IPAMConfig(
@@ -181,7 +194,8 @@ def ensure_project_network(
                 docker.types.IPAMPool(subnet=str(subnet), gateway=str(subnet.network_address + 1))
             ]
         )
-    try:
+
+    def create() -> None:
         client.networks.create(
             name,
             driver="bridge",
@@ -196,18 +210,43 @@ def ensure_project_network(
                 "com.docker.network.bridge.enable_ip_masquerade": "false",
             },
         )
+
+    return create_or_check(
+        client,
+        name,
+        create,
+        lambda attrs: _checked_subnet(_from_attrs(attrs, project_id), subnet),
+        f"project {project_id!r}",
+    )
+
+
+def create_or_check(
+    client: docker.DockerClient,
+    name: str,
+    create: Callable[[], None],
+    check: Callable[[dict[str, Any]], T],
+    purpose: str,
+) -> T:
+    """`check` applied to the network `name`, which `create` makes first if it does not
+    exist. Idempotent; `check` raises for a same-named network that is not what `create`
+    makes (it is never adopted), and `ProjectNetworkError` says why creation failed."""
+    existing = lookup_network(client, name)
+    if existing is not None:
+        return check(existing)
+    try:
+        create()
     except docker.errors.APIError as exc:
         # Another process may have created it between lookup and create.
-        raced = _lookup(client, name)
+        raced = lookup_network(client, name)
         if raced is not None:
-            return _checked_subnet(_from_attrs(raced, project_id), subnet)
+            return check(raced)
         raise ProjectNetworkError(
-            f"cannot create Docker network {name!r} for project {project_id!r}: {exc}"
+            f"cannot create Docker network {name!r} for {purpose}: {exc}"
         ) from exc
-    created = _lookup(client, name)
+    created = lookup_network(client, name)
     if created is None:
         raise ProjectNetworkError(f"Docker network {name!r} vanished right after creation")
-    return _checked_subnet(_from_attrs(created, project_id), subnet)
+    return check(created)
 
 
 def _checked_subnet(
@@ -229,7 +268,7 @@ def remove_project_network(client: docker.DockerClient, project_id: str) -> bool
     network, and a network that containers are still attached to.
     """
     name = network_name(project_id)
-    attrs = _lookup(client, name)
+    attrs = lookup_network(client, name)
     if attrs is None:
         return False
     _from_attrs(attrs, project_id)

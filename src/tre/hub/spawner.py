@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import html
+import ipaddress
 import os
 import time
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import docker
@@ -34,7 +35,7 @@ from .config import firewall_rules
 from .datasets import check_plan_datasets
 from .firewall import FirewallError, check_rules
 from .measure import peak_memory
-from .networks import ProjectNetwork, ProjectNetworkError, ensure_project_network
+from .networks import ProjectNetworkError, ensure_project_network
 from .plan import DATA_ROOT, WORK_DIR, SpawnPlan, SpawnRefused, check_spawn, spawnable
 
 WORKSPACE_UID = 1000
@@ -66,8 +67,26 @@ def hardening(settings: Settings) -> dict[str, Any]:
     }
 
 
+class WorkspaceNetwork(Protocol):
+    """The network a workspace joins, and the gateway where it reaches the hub side: a
+    project bridge here, the swarm's gateway bridge for `tre.swarm`."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def gateway(self) -> ipaddress.IPv4Address: ...
+
+    def hub_url(self, port: int, scheme: str = "http") -> str: ...
+
+
+def workspace_labels(plan: SpawnPlan) -> dict[str, str]:
+    """Docker labels naming a workspace's project and permit (cleanup and audits use them)."""
+    return {"org.jupyter-tre.project": plan.project, "org.jupyter-tre.permit": plan.permit}
+
+
 def workspace_extension_env(
-    settings: Settings, plan: SpawnPlan, network: ProjectNetwork
+    settings: Settings, plan: SpawnPlan, network: WorkspaceNetwork
 ) -> dict[str, str]:
     """What the workspace's server extension (jupyter-tre-lab) needs: where the audit
     and output review services answer, the limits it enforces and whether terminals are
@@ -84,7 +103,7 @@ def workspace_extension_env(
     }
 
 
-def pip_env(settings: Settings, network: ProjectNetwork, server_token: str) -> dict[str, str]:
+def pip_env(settings: Settings, network: WorkspaceNetwork, server_token: str) -> dict[str, str]:
     """pip in the workspace, pointed at the package mirror's front on the gateway with the
     server's own Hub token as the password (pip does not expand variables in the URL; the
     kernel already holds that token). Each install is downloaded, and audited, afresh."""
@@ -219,8 +238,8 @@ class ProjectSpawner(DockerSpawner):  # type: ignore[misc]
         check_plan_datasets(plan, settings.hub_dir, self.log)
         return plan
 
-    def isolate(self, plan: SpawnPlan) -> ProjectNetwork:
-        """The project's internal network, with the host firewall verified (fail closed)."""
+    def check_firewall(self) -> None:
+        """Refuse (`SpawnRefused`) unless the host firewall confines the workspace bridges."""
         try:
             check_rules(firewall_rules(self.tre_settings))
         except FirewallError as exc:
@@ -228,6 +247,10 @@ class ProjectSpawner(DockerSpawner):  # type: ignore[misc]
             raise SpawnRefused(
                 "the workspace network is not protected right now; the administrator has been told"
             ) from exc
+
+    def isolate(self, plan: SpawnPlan) -> WorkspaceNetwork:
+        """The project's internal network, with the host firewall verified (fail closed)."""
+        self.check_firewall()
         try:
             return ensure_project_network(docker.from_env(), plan.project)
         except (ProjectNetworkError, docker.errors.DockerException) as exc:
@@ -236,8 +259,27 @@ class ProjectSpawner(DockerSpawner):  # type: ignore[misc]
                 "the project network is not available; the administrator has been told"
             ) from exc
 
-    def apply(self, plan: SpawnPlan, network: ProjectNetwork) -> None:
+    def apply(self, plan: SpawnPlan, network: WorkspaceNetwork) -> None:
         """Configure this spawner's container from the plan, replacing what config set."""
+        self.apply_workspace(plan, network)
+        self.mounts: list[dict[str, Any]] = []
+        self.network_name = network.name
+        self.extra_host_config = {
+            **hardening(self.tre_settings),
+            # DNS goes to the gateway, where the firewall refuses it: no name resolves,
+            # and no query can leave through the host's own resolver.
+            "dns": [str(network.gateway)],
+            "dns_opt": ["timeout:1", "attempts:1"],
+        }
+        self.extra_create_kwargs = {
+            "user": f"{WORKSPACE_UID}:{WORKSPACE_GID}",
+            "working_dir": str(WORK_DIR),
+            "labels": workspace_labels(plan),
+        }
+
+    def apply_workspace(self, plan: SpawnPlan, network: WorkspaceNetwork) -> None:
+        """What every backend's workspace takes from the plan: its folders and binds (data
+        read-only), image, limits, hub URL, environment and server arguments."""
         settings = self.tre_settings
         plan.workspace.mkdir(parents=True, exist_ok=True)
         os.chown(plan.workspace, WORKSPACE_UID, WORKSPACE_GID)
@@ -251,28 +293,11 @@ class ProjectSpawner(DockerSpawner):  # type: ignore[misc]
             _escape(resources): {"bind": str(RESOURCES_DIR), "mode": "ro"},
         }
         self.read_only_volumes: dict[str, str] = {}
-        self.mounts: list[dict[str, Any]] = []
         self.image = settings.hub.image
         self.mem_limit = plan.mem_limit
         self.cpu_limit = plan.cpu_limit
-        self.network_name = network.name
         self.use_internal_ip = True
         self.hub_connect_url = network.hub_url(settings.hub.hub_port)
-        self.extra_host_config = {
-            **hardening(settings),
-            # DNS goes to the gateway, where the firewall refuses it: no name resolves,
-            # and no query can leave through the host's own resolver.
-            "dns": [str(network.gateway)],
-            "dns_opt": ["timeout:1", "attempts:1"],
-        }
-        self.extra_create_kwargs = {
-            "user": f"{WORKSPACE_UID}:{WORKSPACE_GID}",
-            "working_dir": str(WORK_DIR),
-            "labels": {
-                "org.jupyter-tre.project": plan.project,
-                "org.jupyter-tre.permit": plan.permit,
-            },
-        }
         self.notebook_dir = str(WORK_DIR)
         self.default_url = "/lab"
         self.disable_user_config = True
@@ -347,9 +372,14 @@ class ProjectSpawner(DockerSpawner):  # type: ignore[misc]
         )
         return result
 
+    async def workspace_container_id(self) -> str | None:
+        """The ID of the Docker container the workspace runs in (None: there is none)."""
+        container_id: str | None = self.container_id or None
+        return container_id
+
     async def _peak_memory(self) -> int | None:
         """The container's peak memory (for usage accounting); None when not measurable."""
-        container_id = self.container_id
+        container_id = await self.workspace_container_id()
         if not container_id:
             return None
         try:
