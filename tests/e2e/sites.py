@@ -3,6 +3,7 @@ ingested, the real OIDC provider, JupyterHub, its proxy and its services."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import socket
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 import docker
+import docker.errors
 
 from tests.e2e.hubclient import HubUser, message_of
 from tests.support import DEMO_POLICY
@@ -114,6 +116,29 @@ def site_settings(
     )
 
 
+@dataclass(frozen=True)
+class Container:
+    id: str
+    status: str
+
+
+def containers_of(settings: Settings) -> list[Container]:
+    """Workspace containers (any state) made by this site's hub: they call its port. Other
+    sites' containers may come and go meanwhile."""
+    api = docker.from_env().api
+    mine = []
+    for summary in api.containers(all=True, filters={"label": "org.jupyter-tre.project"}):
+        try:
+            env = api.inspect_container(summary["Id"])["Config"].get("Env") or []
+        except docker.errors.NotFound:
+            continue
+        if any(
+            e.startswith("JUPYTERHUB_API_URL=") and f":{settings.hub.hub_port}/" in e for e in env
+        ):
+            mine.append(Container(summary["Id"], summary["State"]))
+    return mine
+
+
 @contextmanager
 def running_site(
     root: Path,
@@ -144,8 +169,11 @@ def running_site(
         if backend == "swarm":
             for service in client.services.list(filters={"label": "org.jupyter-tre.project"}):
                 service.remove()
-        for container in client.containers.list(all=True, filters={"name": "tre-"}):
-            if container.labels.get("org.jupyter-tre.project") or container.labels.get(
-                "org.jupyter-tre.service"
-            ):
-                container.remove(force=True)
+        # This site's workspaces only: other sites may be running on the same engine.
+        for container in containers_of(settings):
+            with contextlib.suppress(docker.errors.NotFound):
+                client.api.remove_container(container.id, force=True)
+        for container in client.containers.list(
+            all=True, filters={"label": "org.jupyter-tre.service"}
+        ):
+            container.remove(force=True)

@@ -27,8 +27,8 @@ import pytest
 import requests
 
 from tests.e2e.hubclient import HubUser
-from tests.e2e.sites import PROJECT, Site
-from tests.faults.conftest import RESEARCHER, containers_of, firewall_in_place, ready
+from tests.e2e.sites import PROJECT, Site, containers_of
+from tests.faults.conftest import RESEARCHER, firewall_in_place, ready
 from tests.faults.locks import chain_locked, waiting_for_a_lock
 from tests.faults.processes import alive, child_running, children_of, kill, wait_until
 from tre.audit import AuditRecord, EventKind, open_store
