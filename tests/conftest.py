@@ -12,7 +12,7 @@ from tests.support import DEMO_POLICY, DEMO_TODAY, Edit
 from tre.policy import Policy, load_policy
 from tre.settings import Settings
 
-pytest_plugins = ("pytest_jupyter.jupyter_server",)
+pytest_plugins = ("pytest_jupyter.jupyter_server", "tests.docker_images")
 
 
 @pytest.fixture(autouse=True)

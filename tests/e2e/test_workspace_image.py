@@ -17,7 +17,7 @@ from typing import IO
 
 import pytest
 
-from tests.e2e.conftest import WorkspaceBuild
+from tests.docker_images import WorkspaceBuild
 from tests.support import REPO as REPO_ROOT
 from tre.image import CONTENT_HASH_LABEL, DockerCli, build_workspace_image, find_docker
 from tre.image.build import default_context_dir

@@ -14,13 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import docker_engine, workspace_build, workspace_image
 from tests.e2e.hubclient import HubUser, error_of
 from tests.e2e.sites import PROJECT, Site, running_site
 from tre.hub.config import firewall_rules
 from tre.hub.firewall import apply_rules
-
-__all__ = ["docker_engine", "workspace_build", "workspace_image"]  # the session's one image
 
 RESEARCHER = "bob"
 

@@ -1,4 +1,6 @@
-"""Fixtures for tests against real Docker containers.
+"""Fixtures for tests against real Docker containers, registered once for the whole run
+(tests/conftest.py lists this module in `pytest_plugins`), so that every package that
+needs the workspace image (e2e, security, faults, deploy) shares one session fixture.
 
 `docker_engine` is the engine (a loud skip when it does not answer, a failure
 when the environment variable CI is set); `base_image` and `workspace_image`
@@ -44,7 +46,7 @@ def _unavailable(message: str) -> NoReturn:
     pytest.skip(f"SKIPPED LOUDLY: {message}")
 
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 
 def build_extension_wheel() -> None:
