@@ -79,6 +79,14 @@ class HubSettings(BaseModel):
         default="4G", pattern=r"^[1-9][0-9]*[KMGT]$", description="Default memory per workspace."
     )
     pids_limit: int = Field(default=512, ge=32, description="Process limit per workspace.")
+    workspace_quota: str | None = Field(
+        default=None,
+        pattern=r"^[1-9][0-9]*[KMGT]$",
+        description=(
+            "Disk quota of each project's workspace folder (e.g. 20G): the folder becomes a "
+            "file system of that size of its own; unset: no quota."
+        ),
+    )
     idle_timeout: int = Field(
         default=3600, ge=60, description="Seconds of inactivity before a workspace is stopped."
     )

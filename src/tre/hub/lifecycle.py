@@ -45,8 +45,7 @@ from .project_state import (
     project_state,
     state_file,
 )
-
-WORKSPACE_UID, WORKSPACE_GID = 1000, 100
+from .quota import WORKSPACE_GID, WORKSPACE_UID, QuotaError, prepare_workspace, release_workspace
 
 
 class Move(StrEnum):
@@ -107,11 +106,11 @@ def provision(
     _known(policy, project)
     check_move(settings, project, Move.provision)
     done = []
-    workspace = settings.workspaces_dir / project
-    workspace.mkdir(parents=True, exist_ok=True)
-    os.chown(workspace, WORKSPACE_UID, WORKSPACE_GID)
-    workspace.chmod(0o2770)
-    done.append(f"workspace {workspace} (uid {WORKSPACE_UID}, gid {WORKSPACE_GID}, 2770)")
+    try:
+        said = prepare_workspace(settings, project)
+    except QuotaError as exc:
+        raise LifecycleError(f"project '{project}': {exc}") from exc
+    done.append(f"{said} (uid {WORKSPACE_UID}, gid {WORKSPACE_GID}, 2770)")
     resources = settings.var_dir / "resources" / project
     resources.mkdir(parents=True, exist_ok=True, mode=0o755)
     done.append(f"resources {resources} (read-only in workspaces)")
@@ -166,6 +165,10 @@ def archive(
     _record(settings, project, Move.suspend, by=by, reason=f"archiving: {reason}", detail={})
     done = [f"stopped: {', '.join(_stop_containers(project)) or 'none running'}"]
     removed: dict[str, int] = {}
+    try:
+        done.extend(release_workspace(settings, project))
+    except QuotaError as exc:
+        raise LifecycleError(f"project '{project}': {exc}") from exc
     for folder in (
         settings.workspaces_dir / project,
         settings.var_dir / "resources" / project,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import html
 import ipaddress
-import os
 import time
 from datetime import date
 from pathlib import Path
@@ -37,9 +36,7 @@ from .firewall import FirewallError, check_rules
 from .measure import peak_memory
 from .networks import ProjectNetworkError, ensure_project_network
 from .plan import DATA_ROOT, WORK_DIR, SpawnPlan, SpawnRefused, check_spawn, spawnable
-
-WORKSPACE_UID = 1000
-WORKSPACE_GID = 100
+from .quota import WORKSPACE_GID, WORKSPACE_UID, QuotaError, prepare_workspace
 
 CONTAINER_ENV = {
     "PYTHONNOUSERSITE": "1",
@@ -281,9 +278,10 @@ class ProjectSpawner(DockerSpawner):  # type: ignore[misc]
         """What every backend's workspace takes from the plan: its folders and binds (data
         read-only), image, limits, hub URL, environment and server arguments."""
         settings = self.tre_settings
-        plan.workspace.mkdir(parents=True, exist_ok=True)
-        os.chown(plan.workspace, WORKSPACE_UID, WORKSPACE_GID)
-        plan.workspace.chmod(0o2770)
+        try:
+            self.log.info("%s", prepare_workspace(settings, plan.project))
+        except QuotaError as exc:
+            raise Refusal(str(exc)) from exc
         resources = project_resources_dir(settings, plan.project)
         # Made here (root's, 0755) so that what an administrator adds later appears live.
         resources.mkdir(parents=True, exist_ok=True, mode=0o755)

@@ -20,7 +20,8 @@ from traitlets import Unicode
 from tre.audit import AuditEvent, EventKind, can_name_chain, open_store
 from tre.hub.datasets import check_plan_datasets
 from tre.hub.plan import SpawnPlan, SpawnRefused, check_spawn
-from tre.hub.spawner import WORKSPACE_GID, WORKSPACE_UID, Refusal
+from tre.hub.quota import WORKSPACE_GID, WORKSPACE_UID
+from tre.hub.spawner import Refusal
 from tre.policy import Policy, load_policy
 from tre.resources import project_resources_dir
 from tre.settings import Settings, load_settings

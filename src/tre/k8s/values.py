@@ -16,6 +16,7 @@ import yaml
 
 import tre
 from tre.hub.config import MIRROR_SERVICE, oidc_urls
+from tre.hub.quota import WORKSPACE_GID, WORKSPACE_UID
 from tre.hub.roles import (
     REVIEW_CHECK,
     REVIEW_CUSTOM_SCOPES,
@@ -26,7 +27,7 @@ from tre.hub.roles import (
     allowed_groups,
     load_roles,
 )
-from tre.hub.spawner import CONTAINER_ENV, WORKSPACE_GID, WORKSPACE_UID
+from tre.hub.spawner import CONTAINER_ENV
 from tre.policy import Policy
 from tre.resources import resources_dir
 from tre.settings import Settings

@@ -14,7 +14,8 @@ from datetime import date
 from typing import Any
 
 from tre.hub.plan import DATA_ROOT, WORK_DIR, SpawnPlan, SpawnRefused, check_spawn, spawnable
-from tre.hub.spawner import CONTAINER_ENV, RESOURCES_DIR, WORKSPACE_GID, WORKSPACE_UID
+from tre.hub.quota import WORKSPACE_GID, WORKSPACE_UID
+from tre.hub.spawner import CONTAINER_ENV, RESOURCES_DIR
 from tre.policy import Permit, Policy, Project
 from tre.settings import Settings
 

@@ -42,7 +42,8 @@ from docker.models.containers import Container
 from tre.hub.config import REPO, firewall_rules
 from tre.hub.firewall import FirewallError, check_rules
 from tre.hub.networks import ProjectNetwork, ensure_project_network
-from tre.hub.spawner import WORKSPACE_GID, WORKSPACE_UID, hardening
+from tre.hub.quota import WORKSPACE_GID, WORKSPACE_UID
+from tre.hub.spawner import hardening
 from tre.lifeline import end_with_parent
 from tre.policy import load_policy
 from tre.settings import Settings, load_settings

@@ -17,7 +17,7 @@ from typing import Any
 from docker.types import DNSConfig, Mount, Resources, RestartPolicy
 
 from tre.hub.plan import WORK_DIR
-from tre.hub.spawner import WORKSPACE_GID, WORKSPACE_UID
+from tre.hub.quota import WORKSPACE_GID, WORKSPACE_UID
 from tre.settings import Settings
 
 from .networks import SwarmNetworks
