@@ -1,7 +1,9 @@
-"""One real Docker site for the faults that involve a workspace container (the hub killed
-mid-spawn, the proxy killed, the audit service killed mid-execution), shared by their
-modules: the same parts as tests/e2e (OIDC provider, JupyterHub, its proxy and services,
-the project spawner, the workspace image), data really ingested.
+"""One real Docker site per module for the faults that involve a workspace container (the
+hub killed mid-spawn, the proxy killed, the audit service killed mid-execution; module scope:
+in a folder that is not a Python package, pytest keeps a "package" fixture up to the end of
+the session, beside the sites of later suites): the same parts as tests/e2e (OIDC provider,
+JupyterHub, its proxy and services, the project spawner, the workspace image), data really
+ingested.
 
 The site is torn down with the containers its own hub made and no others (other sites
 may be running on the same engine). bob, a member of gbm-linkage, is the researcher.
@@ -22,7 +24,7 @@ from tre.hub.firewall import apply_rules
 RESEARCHER = "bob"
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="module")
 def docker_site(
     tmp_path_factory: pytest.TempPathFactory, demo_silos: Path, workspace_image: str
 ) -> Iterator[Site]:
@@ -53,7 +55,7 @@ def ready(site: Site, user: HubUser) -> HubUser:
     return user
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="module")
 def researcher(docker_site: Site) -> HubUser:
     """bob, logged in through the OIDC provider's form."""
     return docker_site.user(RESEARCHER)
