@@ -120,6 +120,33 @@ RESOURCES_DIR = "/resources"
 """Where a project's read-only resources (`tre resources add`) appear in its workspaces."""
 
 
+def record_spawn_event(
+    settings: Settings,
+    kind: EventKind,
+    *,
+    actor: str,
+    server: str,
+    project: str | None,
+    permit: str | None,
+    detail: dict[str, Any],
+) -> None:
+    """Append a spawner's event to the audit log (every backend's spawner calls this)."""
+    detail.pop("server", None)  # a field of its own now
+    if project is not None and not can_name_chain(project):
+        # A refused spawn may name any project: keep what was asked, in the site chain.
+        detail["requested_project"], project = project, None
+    open_store(settings).append(
+        AuditEvent(
+            kind=kind,
+            actor=actor,
+            project=project,
+            permit=permit,
+            server=server or None,
+            detail=detail,
+        )
+    )
+
+
 class Refusal(web.HTTPError):
     """A 403 whose message JupyterHub shows on its pages (as `jupyterhub_message`)."""
 
@@ -165,19 +192,14 @@ class ProjectSpawner(DockerSpawner):  # type: ignore[misc]
     def _audit(
         self, kind: EventKind, project: str | None, permit: str | None, **detail: Any
     ) -> None:
-        detail.pop("server", None)  # a field of its own now
-        if project is not None and not can_name_chain(project):
-            # A refused spawn may name any project: keep what was asked, in the site chain.
-            detail["requested_project"], project = project, None
-        open_store(self.tre_settings).append(
-            AuditEvent(
-                kind=kind,
-                actor=self.user.name,
-                project=project,
-                permit=permit,
-                server=self.name or None,
-                detail=detail,
-            )
+        record_spawn_event(
+            self.tre_settings,
+            kind,
+            actor=self.user.name,
+            server=self.name,
+            project=project,
+            permit=permit,
+            detail=detail,
         )
 
     # -- the spawn form ----------------------------------------------------------

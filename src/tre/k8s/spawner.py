@@ -17,11 +17,11 @@ from typing import Any
 from kubespawner import KubeSpawner  # type: ignore[import-untyped]
 from traitlets import Unicode
 
-from tre.audit import AuditEvent, EventKind, can_name_chain, open_store
+from tre.audit import EventKind
 from tre.hub.datasets import check_plan_datasets
 from tre.hub.plan import SpawnPlan, SpawnRefused, check_spawn
 from tre.hub.quota import WORKSPACE_GID, WORKSPACE_UID
-from tre.hub.spawner import Refusal
+from tre.hub.spawner import Refusal, record_spawn_event
 from tre.policy import Policy, load_policy
 from tre.resources import project_resources_dir
 from tre.settings import Settings, load_settings
@@ -59,18 +59,14 @@ class ProjectKubeSpawner(KubeSpawner):  # type: ignore[misc]
     def _audit(
         self, kind: EventKind, project: str | None, permit: str | None, **detail: Any
     ) -> None:
-        if project is not None and not can_name_chain(project):
-            # A refused spawn may name any project: keep what was asked, in the site chain.
-            detail["requested_project"], project = project, None
-        open_store(self.tre_settings).append(
-            AuditEvent(
-                kind=kind,
-                actor=self.user.name,
-                project=project,
-                permit=permit,
-                server=self.name or None,
-                detail=detail,
-            )
+        record_spawn_event(
+            self.tre_settings,
+            kind,
+            actor=self.user.name,
+            server=self.name,
+            project=project,
+            permit=permit,
+            detail=detail,
         )
 
     # -- the spawn form ----------------------------------------------------------
