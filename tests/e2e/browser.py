@@ -64,6 +64,18 @@ def screenshot(page: Page, name: str) -> Path:
     return path
 
 
+def close_page(page: Page) -> None:
+    """Close `page` once no navigation of it is in flight.
+
+    Chromium acknowledges a close that races a navigation commit and then never
+    closes the target, so `page.close()`, which has no timeout, waits forever
+    (microsoft/playwright#42068, crbug 536385539). Going to about:blank first
+    finishes or cancels whatever the page was loading.
+    """
+    page.goto("about:blank", wait_until="load", timeout=30_000)
+    page.close()
+
+
 def log_in(browser: Browser, site_url: str, user: str) -> BrowserContext:
     """A browser context in which `user` has logged in through the OIDC provider's form
     (the demo provider's password is `<user>-demo`)."""
@@ -75,5 +87,5 @@ def log_in(browser: Browser, site_url: str, user: str) -> BrowserContext:
     page.fill("#password", f"{user}-demo")
     page.click("button[type=submit]")
     page.wait_for_url(re.compile(rf"^{re.escape(site_url)}/hub/.*"))
-    page.close()
+    close_page(page)
     return context

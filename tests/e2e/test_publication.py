@@ -22,7 +22,7 @@ import docker
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
-from tests.e2e.browser import chromium, log_in, screenshot
+from tests.e2e.browser import chromium, close_page, log_in, screenshot
 from tests.e2e.sites import PROJECT, Site, running_site
 from tre.publish.build import current_build
 from tre.publish.summaries import CONTAINER_NAME
@@ -167,7 +167,7 @@ def test_the_summary_shows_released_outputs_and_nothing_else(
         assert never not in content, never
     for key in ("approved", "submitted"):
         assert requests[key] not in content
-    page.close()
+    close_page(page)
     index.close()
 
 
@@ -250,7 +250,7 @@ def test_the_voila_kernel_runs_no_code_sent_to_it(
     page = open_page(pat, f"{site.url}{SUMMARIES}/voila/render/{PROJECT}.ipynb")
     expect(page.get_by_role("heading", name="Patients by WHO grade")).to_be_visible()
     replies = page.evaluate(KERNEL_PROBE)
-    page.close()
+    close_page(page)
     # The channel works (comm messages are answered) but the code never ran.
     assert ["probe-comm", "comm_info_reply"] in replies, replies
     assert not [r for r in replies if r[0] == "probe-exec"], replies

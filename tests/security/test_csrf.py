@@ -19,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from playwright.sync_api import Browser, BrowserContext
 
-from tests.e2e.browser import chromium, log_in
+from tests.e2e.browser import chromium, close_page, log_in
 from tests.e2e.sites import PROJECT
 from tests.security.support import REVIEW, Parties
 
@@ -107,7 +107,7 @@ def browsers(parties: Parties) -> Iterator[Browsers]:
             if who == "alice":  # and her server's, so that her browser is logged in there
                 page.goto(f"{site.url}/user/alice/{PROJECT}/api/status")
                 page.goto(f"{site.url}/user/alice/{PROJECT}/tree", wait_until="commit")
-            page.close()
+            close_page(page)
             contexts[who] = context
         yield Browsers(contexts["olivia"], contexts["alice"], attacker)
 
@@ -124,7 +124,7 @@ def visit(context: BrowserContext, url: str) -> list[int]:
     with contextlib.suppress(Exception):
         page.wait_for_load_state("networkidle", timeout=10_000)
     page.wait_for_timeout(500)
-    page.close()
+    close_page(page)
     return statuses
 
 
@@ -136,7 +136,7 @@ def test_the_checker_decides_from_the_review_page(parties: Parties, browsers: Br
     page.locator("#decision-form input[name=decision][value=approve]").check()
     page.get_by_role("button", name="Record decision").click()
     page.wait_for_load_state()
-    page.close()
+    close_page(page)
     assert parties.state(rid)["files"][0]["approvers"] == ["olivia"]
 
 
