@@ -8,12 +8,45 @@ and returns what the code saw. The outside host must see no connection at all.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 from pathlib import Path
 
 from tests.e2e.hubclient import HubUser
 from tests.e2e.netns import HostListener, OutsideHost, main_address
+
+PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+)
+"""A one-pixel PNG: an image type the workspace may still show inline."""
+
+BAIT = r"""
+import json, os
+os.makedirs(work, exist_ok=True)
+walk = sorted(os.walk("/data/clinical-records"))
+first = next(os.path.join(r, f) for r, _, fs in walk for f in sorted(fs))
+open(f"{work}/table.csv", "w").write("a,b\n1,2\n")
+open(f"{work}/page.html", "w").write("<h1>hello</h1>")
+nb = {"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+open(f"{work}/notebook.ipynb", "w").write(json.dumps(nb))
+with open(f"{work}/big.bin", "wb") as f:
+    f.truncate(30 * 1024 * 1024)
+open(f"{work}/plot.png", "wb").write(bytes.fromhex(png_hex))
+if not os.path.islink(f"{work}/data-link"):
+    os.symlink("/data/clinical-records", f"{work}/data-link")
+print(json.dumps({"inside": os.path.relpath(first, "/data/clinical-records"),
+                  "token": os.environ["JUPYTERHUB_API_TOKEN"]}))
+"""
+
+
+def download_bait(folder: str) -> str:
+    """Kernel code that plants, under `folder` of the workspace, one file of each kind a
+    download path might serve (a table, HTML, a notebook, a file over the size limit, an
+    image) and a link to a dataset; it prints the path of a dataset file under that link
+    (`inside`) and the server's own Hub token (`token`) as JSON."""
+    return f"work = {folder!r}\npng_hex = {PNG.hex()!r}\n" + BAIT
+
 
 INSIDE = r"""
 import json, os, socket

@@ -27,32 +27,11 @@ import pytest
 import requests
 
 from tests.e2e.hubclient import LEGACY, V1, HubUser
+from tests.e2e.isolation import PNG, download_bait
 from tests.e2e.sites import PROJECT, Site, running_site
 from tre.audit import open_store
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(1800)]
-
-PNG = base64.b64decode(
-    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
-)
-
-SETUP = r"""
-import json, os
-work = "/home/researcher/work"
-walk = sorted(os.walk("/data/clinical-records"))
-first = next(os.path.join(r, f) for r, _, fs in walk for f in sorted(fs))
-open(f"{work}/table.csv", "w").write("a,b\n1,2\n")
-open(f"{work}/page.html", "w").write("<h1>hello</h1>")
-nb = {"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
-open(f"{work}/notebook.ipynb", "w").write(json.dumps(nb))
-with open(f"{work}/big.bin", "wb") as f:
-    f.truncate(30 * 1024 * 1024)
-open(f"{work}/plot.png", "wb").write(bytes.fromhex(PNG_HEX))
-if not os.path.islink(f"{work}/data-link"):
-    os.symlink("/data/clinical-records", f"{work}/data-link")
-print(json.dumps({"inside": os.path.relpath(first, "/data/clinical-records"),
-                  "token": os.environ["JUPYTERHUB_API_TOKEN"]}))
-"""
 
 
 def records(site: Site, **match: Any) -> list[Any]:
@@ -91,7 +70,7 @@ def alice(site: Site) -> HubUser:
 @pytest.fixture(scope="module")
 def planted(alice: HubUser) -> dict[str, str]:
     """Files in the workspace to try to take out, and the server's own Hub token."""
-    out = alice.execute(PROJECT, f"PNG_HEX = {PNG.hex()!r}\n" + SETUP)
+    out = alice.execute(PROJECT, download_bait("/home/researcher/work"))
     facts: dict[str, str] = json.loads(out)
     return facts
 

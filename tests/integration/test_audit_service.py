@@ -10,124 +10,45 @@ hands the test the JUPYTERHUB_API_TOKEN the hub gave it, which is what a workspa
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import socket
-import subprocess
-import sys
-import textwrap
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from tests.support import DEMO_POLICY
+from tests.integration.standin_hub import HubPlan, StandinHub, free_port, site_settings, standin_hub
 from tre.audit import EventKind, open_store
-from tre.hub.config import PROXY_COMMAND, settings_file_for
-from tre.settings import AuditSettings, HubSettings, OidcSettings, Settings
+from tre.settings import AuditSettings, Settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.security]
 
 ADMIN_TOKEN = "test-admin-" + "0" * 32
 MAX_RECORD = 4096
 
-SERVER_STANDIN = '''
-"""Stands in for jupyterhub-singleuser: answers the hub, hands its token to the test."""
-import os
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
-from urllib.parse import urlsplit
-
-name = f"{os.environ['JUPYTERHUB_USER']}--{os.environ['JUPYTERHUB_SERVER_NAME']}"
-token_file = Path(os.environ["STANDIN_TOKEN_DIR"]) / name
-token_file.write_text(os.environ["JUPYTERHUB_API_TOKEN"])
-token_file.chmod(0o600)
-url = urlsplit(os.environ["JUPYTERHUB_SERVICE_URL"])
-
-
-class Handler(BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.end_headers()
-        self.wfile.write(b"{}")
-
-    def log_message(self, *args):
-        pass
-
-
-ThreadingHTTPServer((url.hostname, url.port), Handler).serve_forever()
-'''
-
-HUB_CONFIG = """
-import sys
-from pathlib import Path
-
-from tre.hub.config import configure
-from tre.settings import load_settings
-
-c = get_config()  # noqa: F821
-configure(c, load_settings(Path({settings!r})))
-# The test's stand-ins for the OIDC provider and DockerSpawner; everything else is the site's.
-c.JupyterHub.authenticator_class = "dummy"
-c.JupyterHub.spawner_class = "simple"
-c.Spawner.cmd = [sys.executable, {standin!r}]
-c.Spawner.environment = {{"STANDIN_TOKEN_DIR": {token_dir!r}}}
-c.JupyterHub.services = [
-    s for s in c.JupyterHub.services if s["name"] == "tre-audit"
-] + [{{"name": "test-admin", "api_token": {admin_token!r}}}]
-c.JupyterHub.load_roles = [r for r in c.JupyterHub.load_roles if r["name"] == "tre-audit"] + [
-    {{
-        "name": "test-admin",
-        "scopes": ["admin:users", "admin:servers", "tokens", "list:users"],
-        "services": ["test-admin"],
-    }}
-]
-"""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 @dataclass
 class Site:
-    settings: Settings
-    hub_api: str
+    hub: StandinHub
     audit_url: str
-    tokens: Path
-    policy_dir: Path
 
-    def admin(self, method: str, path: str, **kwargs: object) -> requests.Response:
-        return requests.request(
-            method,
-            self.hub_api + path,
-            headers={"Authorization": f"token {ADMIN_TOKEN}"},
-            timeout=30,
-            **kwargs,  # type: ignore[arg-type]
-        )
+    @property
+    def settings(self) -> Settings:
+        return self.hub.settings
+
+    @property
+    def policy_dir(self) -> Path:
+        return self.hub.settings.policy_dir
+
+    def admin(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        return self.hub.admin(method, path, **kwargs)
 
     def spawn(self, user: str, server: str, project: str) -> str:
-        """Start user/server for `project` through the hub; return the server's token."""
-        self.admin("POST", f"/users/{user}")  # 201, or 409 when the user exists already
-        started = self.admin("POST", f"/users/{user}/servers/{server}", json={"project": project})
-        assert started.status_code in {201, 202}, started.text
-        token_file = self.tokens / f"{user}--{server}"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            model = self.admin("GET", f"/users/{user}").json()
-            if model["servers"].get(server, {}).get("ready") and token_file.exists():
-                return token_file.read_text()
-            time.sleep(0.2)
-        raise AssertionError(f"server {user}/{server} did not start: {model}")
+        return self.hub.spawn(user, server, project)
 
     def ws(self, token: str | None) -> ClientConnection:
         """The records websocket, as a workspace opens it (the token in the upgrade only)."""
@@ -146,74 +67,23 @@ class Site:
         return requests.post(f"{self.audit_url}/records", data=data, headers=headers, timeout=10)
 
 
-def wait_for(url: str, hub: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if hub.poll() is not None:
-            raise AssertionError(f"the hub exited: {log.read_text()[-3000:]}")
-        try:
-            if requests.get(url, timeout=2).status_code < 500:
-                return
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"{url} did not answer: {log.read_text()[-3000:]}")
+PLAN = HubPlan(
+    keep_services=frozenset({"tre-audit"}),
+    groups={"tre-researchers": {"users": ["alice", "bob"]}},  # the OIDC provider's groups
+    admin_scopes=("admin:users", "admin:servers", "tokens", "list:users"),
+)
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    if not PROXY_COMMAND.exists():
-        pytest.skip(f"SKIPPED LOUDLY: configurable-http-proxy is not installed ({PROXY_COMMAND})")
     root = tmp_path_factory.mktemp("audit-site")
-    policy_dir = root / "policy"
-    shutil.copytree(DEMO_POLICY, policy_dir)
-    settings = Settings(
-        policy_dir=policy_dir,
-        var_dir=root / "var",
-        hub=HubSettings(
-            public_url=f"http://127.0.0.1:{free_port()}",
-            hub_port=free_port(),
-            proxy_api_port=free_port(),
-        ),
-        audit=AuditSettings(port=free_port(), max_record_bytes=MAX_RECORD),
-        oidc=OidcSettings(demo_idp_port=free_port()),
+    settings = site_settings(
+        root, audit=AuditSettings(port=free_port(), max_record_bytes=MAX_RECORD)
     )
-    settings.hub_dir.mkdir(parents=True, mode=0o700)
-    settings.logs_dir.mkdir(parents=True, mode=0o700)
-    tokens = root / "tokens"
-    tokens.mkdir(mode=0o700)
-    standin = root / "standin.py"
-    standin.write_text(textwrap.dedent(SERVER_STANDIN))
-    config = root / "jupyterhub_config.py"
-    config.write_text(
-        HUB_CONFIG.format(
-            settings=str(settings_file_for(settings)),
-            standin=str(standin),
-            token_dir=str(tokens),
-            admin_token=ADMIN_TOKEN,
-        )
-    )
-    log = settings.logs_dir / "jupyterhub.log"
-    with log.open("wb") as out:
-        hub = subprocess.Popen(
-            [sys.executable, "-m", "jupyterhub", "-f", str(config)],
-            cwd=root,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONWARNINGS": ""},
-        )
-    audit_url = f"http://127.0.0.1:{settings.audit.port}"
-    try:
-        hub_api = f"http://127.0.0.1:{settings.hub.hub_port}/hub/api"
-        wait_for(hub_api, hub, log)
-        wait_for(f"{audit_url}/health", hub, log)
-        yield Site(settings, hub_api, audit_url, tokens, policy_dir)
-    finally:
-        hub.terminate()
-        try:
-            hub.wait(30)
-        except subprocess.TimeoutExpired:
-            hub.kill()
+    with standin_hub(root, settings, PLAN, ADMIN_TOKEN) as hub:
+        audit_url = f"http://127.0.0.1:{settings.audit.port}"
+        hub.wait_for(f"{audit_url}/health")
+        yield Site(hub, audit_url)
 
 
 @pytest.fixture(scope="module")

@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import socket
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 from collections.abc import Coroutine, Iterator
@@ -31,11 +29,11 @@ from typing import Any
 import pytest
 import requests
 
-from tests.support import DEMO_POLICY
+from tests.integration.standin_hub import HubPlan, free_port, site_settings, standin_hub
 from tre.audit import EventKind, open_store
 from tre.audit.identity import Refused, Workspace, WorkspaceIdentifier
 from tre.mirror import MirrorService
-from tre.settings import HubSettings, MirrorSettings, OidcSettings, ReviewSettings, Settings
+from tre.settings import MirrorSettings, ReviewSettings, Settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.security]
 
@@ -47,12 +45,6 @@ CONSTRAINTS: dict[str, list[str]] = {
     "proj-a": [f"six=={SIX_OK}", "docopt==0.6.2"],
     "proj-b": ["idna"],
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -391,54 +383,13 @@ def test_after_a_restart_with_the_upstream_down_cached_packages_still_install(
 
 # -- a real hub's token ---------------------------------------------------------------------
 
-SERVER_STANDIN = '''
-"""Stands in for jupyterhub-singleuser: answers the hub, hands its token to the test."""
-import os
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
-from urllib.parse import urlsplit
-
-name = f"{os.environ['JUPYTERHUB_USER']}--{os.environ['JUPYTERHUB_SERVER_NAME']}"
-token_file = Path(os.environ["STANDIN_TOKEN_DIR"]) / name
-token_file.write_text(os.environ["JUPYTERHUB_API_TOKEN"])
-url = urlsplit(os.environ["JUPYTERHUB_SERVICE_URL"])
-
-
-class Handler(BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
-ThreadingHTTPServer((url.hostname, url.port), Handler).serve_forever()
-'''
-
-HUB_CONFIG = """
-import sys
-from pathlib import Path
-
-from tre.hub.config import configure
-from tre.settings import load_settings
-
-c = get_config()  # noqa: F821
-configure(c, load_settings(Path({settings!r})))
-c.JupyterHub.authenticator_class = "dummy"
-c.JupyterHub.spawner_class = "simple"
-c.Spawner.cmd = [sys.executable, {standin!r}]
-c.Spawner.environment = {{"STANDIN_TOKEN_DIR": {token_dir!r}}}
-c.JupyterHub.load_groups = {{"tre-researchers": {{"users": ["alice", "bob"]}}}}
-c.JupyterHub.services = [
-    {{"name": "test-admin", "api_token": {admin_token!r}}},
-    {{"name": "tre-mirror", "api_token": {mirror_token!r}}},
-]
-c.JupyterHub.load_roles = [r for r in c.JupyterHub.load_roles if not r.get("services")] + [
-    {{"name": "test-admin", "scopes": ["admin:servers"], "services": ["test-admin"]}},
-    {{"name": "tre-mirror", "scopes": ["read:servers"], "services": ["tre-mirror"]}},
-]
-"""
+MIRROR_TOKEN = "test-mirror-" + "3" * 32
+PLAN = HubPlan(
+    groups={"tre-researchers": {"users": ["alice", "bob"]}},
+    extra_services=({"name": "tre-mirror", "api_token": MIRROR_TOKEN},),
+    extra_roles=({"name": "tre-mirror", "scopes": ["read:servers"], "services": ["tre-mirror"]},),
+    admin_scopes=("admin:users", "admin:servers"),
+)
 
 
 def test_a_real_workspace_token_installs_and_names_its_owner(
@@ -446,93 +397,29 @@ def test_a_real_workspace_token_installs_and_names_its_owner(
 ) -> None:
     from jupyterhub.services.auth import HubAuth
 
-    from tre.hub.config import PROXY_COMMAND, settings_file_for
-
-    if not PROXY_COMMAND.exists():
-        pytest.skip(f"SKIPPED LOUDLY: configurable-http-proxy is not installed ({PROXY_COMMAND})")
-    admin_token, mirror_token = "test-admin-" + "2" * 32, "test-mirror-" + "3" * 32
-    policy_dir = tmp_path / "policy"
-    shutil.copytree(DEMO_POLICY, policy_dir)
-    settings = Settings(
-        policy_dir=policy_dir,
-        var_dir=tmp_path / "var",
-        hub=HubSettings(
-            public_url=f"http://127.0.0.1:{free_port()}",
-            hub_port=free_port(),
-            proxy_api_port=free_port(),
-        ),
-        review=ReviewSettings(port=free_port()),
-        oidc=OidcSettings(demo_idp_port=free_port()),
-    )
-    settings.hub_dir.mkdir(parents=True, mode=0o700)
-    settings.logs_dir.mkdir(parents=True, mode=0o700)
-    tokens = tmp_path / "tokens"
-    tokens.mkdir()
-    standin = tmp_path / "standin.py"
-    standin.write_text(textwrap.dedent(SERVER_STANDIN))
-    config = tmp_path / "jupyterhub_config.py"
-    config.write_text(
-        HUB_CONFIG.format(
-            settings=str(settings_file_for(settings)),
-            standin=str(standin),
-            token_dir=str(tokens),
-            admin_token=admin_token,
-            mirror_token=mirror_token,
-        )
-    )
-    hub_api = f"http://127.0.0.1:{settings.hub.hub_port}/hub/api"
-    admin = {"Authorization": f"token {admin_token}"}
-    log = tmp_path / "jupyterhub.log"
-    with log.open("wb") as out:
-        hub = subprocess.Popen(
-            [sys.executable, "-m", "jupyterhub", "-f", str(config)],
-            cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONWARNINGS": ""},
-        )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert hub.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-            try:
-                if requests.get(hub_api, timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.2)
-        started = requests.post(
-            f"{hub_api}/users/alice/servers/gbm-linkage",
-            json={"project": "gbm-linkage"}, headers=admin, timeout=60,
-        )  # fmt: skip
-        assert started.status_code in {201, 202}, started.text
-        token_file = tokens / "alice--gbm-linkage"
-        while not token_file.exists():
-            assert time.monotonic() < deadline + 60, log.read_text()[-3000:]
-            time.sleep(0.2)
-        token = token_file.read_text()
-
-        mirror.identifier.behind = WorkspaceIdentifier(
-            HubAuth(api_token=mirror_token, api_url=hub_api, cache_max_age=30), policy_dir
-        )
-        mirror.constraints["gbm-linkage"] = [f"six=={SIX_OK}"]
-        assert mirror.service is not None
-        mirror.run(mirror.service.resync())
-
-        done = pip_install(mirror.index(token), tmp_path / "t", "six")
-        assert done.returncode == 0, output(done)
-        [record] = mirror.installed("gbm-linkage")
-        assert (record["actor"], record["server"], record["permit"], record["name"]) == (
-            "alice", "gbm-linkage", "gbm-linkage-2026", "six",
-        )  # fmt: skip
-        # The same token asks for a package of another project's list: refused.
-        refused = pip_install(mirror.index(token), tmp_path / "u", "docopt")
-        assert "not on the allow-list of project 'gbm-linkage'" in output(refused)
-        # A token the hub does not know: 401.
-        assert mirror.get("/simple/six/", token=token[::-1]).status_code == 401
-    finally:
-        mirror.identifier.behind = None
-        mirror.constraints.pop("gbm-linkage", None)
-        hub.terminate()
+    settings = site_settings(tmp_path, review=ReviewSettings(port=free_port()))
+    with standin_hub(tmp_path, settings, PLAN, "test-admin-" + "2" * 32) as hub:
+        token = hub.spawn("alice", "gbm-linkage", "gbm-linkage")
         try:
-            hub.wait(30)
-        except subprocess.TimeoutExpired:
-            hub.kill()
+            mirror.identifier.behind = WorkspaceIdentifier(
+                HubAuth(api_token=MIRROR_TOKEN, api_url=hub.hub_api, cache_max_age=30),
+                settings.policy_dir,
+            )
+            mirror.constraints["gbm-linkage"] = [f"six=={SIX_OK}"]
+            assert mirror.service is not None
+            mirror.run(mirror.service.resync())
+
+            done = pip_install(mirror.index(token), tmp_path / "t", "six")
+            assert done.returncode == 0, output(done)
+            [record] = mirror.installed("gbm-linkage")
+            assert (record["actor"], record["server"], record["permit"], record["name"]) == (
+                "alice", "gbm-linkage", "gbm-linkage-2026", "six",
+            )  # fmt: skip
+            # The same token asks for a package of another project's list: refused.
+            refused = pip_install(mirror.index(token), tmp_path / "u", "docopt")
+            assert "not on the allow-list of project 'gbm-linkage'" in output(refused)
+            # A token the hub does not know: 401.
+            assert mirror.get("/simple/six/", token=token[::-1]).status_code == 401
+        finally:
+            mirror.identifier.behind = None
+            mirror.constraints.pop("gbm-linkage", None)

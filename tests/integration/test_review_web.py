@@ -10,14 +10,7 @@ pages through the proxy, with a HubOAuth session cookie and XSRF tokens, as a br
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import socket
-import subprocess
-import sys
-import textwrap
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,10 +19,9 @@ from typing import Any
 import pytest
 import requests
 
-from tests.support import DEMO_POLICY
+from tests.integration.standin_hub import HubPlan, StandinHub, free_port, site_settings, standin_hub
 from tre.audit import EventKind, open_store
-from tre.hub.config import PROXY_COMMAND, settings_file_for
-from tre.settings import HubSettings, OidcSettings, ReviewSettings, Settings
+from tre.settings import ReviewSettings, Settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.security]
 
@@ -40,110 +32,32 @@ FAILING = "grade,mgmt_methylated,mgmt_unmethylated\nII,25,3\nIII,40,31\nIV,120,9
 PASSING = "grade,patients\nII,28\nIII,71\nIV,218\n"
 CONTROLS = {"population": "GBM cohort 2015-2024", "suppression": "none yet"}
 
-SERVER_STANDIN = '''
-"""Stands in for jupyterhub-singleuser: answers the hub, hands its token to the test."""
-import os
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
-from urllib.parse import urlsplit
-
-name = f"{os.environ['JUPYTERHUB_USER']}--{os.environ['JUPYTERHUB_SERVER_NAME']}"
-token_file = Path(os.environ["STANDIN_TOKEN_DIR"]) / name
-token_file.write_text(os.environ["JUPYTERHUB_API_TOKEN"])
-token_file.chmod(0o600)
-url = urlsplit(os.environ["JUPYTERHUB_SERVICE_URL"])
-
-
-class Handler(BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.end_headers()
-        self.wfile.write(b"{}")
-
-    def log_message(self, *args):
-        pass
-
-
-ThreadingHTTPServer((url.hostname, url.port), Handler).serve_forever()
-'''
-
-HUB_CONFIG = """
-import sys
-from pathlib import Path
-
-from tre.hub.config import configure
-from tre.settings import load_settings
-
-c = get_config()  # noqa: F821
-configure(c, load_settings(Path({settings!r})))
-# The test's stand-ins for the OIDC provider (and its groups) and DockerSpawner.
-c.JupyterHub.authenticator_class = "dummy"
-c.JupyterHub.spawner_class = "simple"
-c.Spawner.cmd = [sys.executable, {standin!r}]
-c.Spawner.environment = {{"STANDIN_TOKEN_DIR": {token_dir!r}}}
-c.JupyterHub.load_groups = {{
-    "tre-researchers": {{"users": ["alice", "bob", "carla"]}},
-    # carla is a researcher (hf-outcomes) and, here, an output checker too.
-    "tre-output-checkers": {{"users": ["olivia", "oscar", "carla"]}},
-    "tre-admins": {{"users": ["adam"]}},
-    "tre-patient-reps": {{"users": ["pat"]}},
-}}
-c.JupyterHub.services = [
-    s for s in c.JupyterHub.services if s["name"] == "tre-review"
-] + [{{"name": "test-admin", "api_token": {admin_token!r}}}]
-c.JupyterHub.load_roles = [
-    r
-    for r in c.JupyterHub.load_roles
-    if r["name"] not in ("idle-culler", "permit-watch", "tre-audit", "tre-mirror")
-] + [
-    {{
-        "name": "test-admin",
-        "scopes": ["admin:users", "admin:servers", "list:users"],
-        "services": ["test-admin"],
-    }}
-]
-"""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 XSRF = re.compile(r'name="(?:_xsrf" value|xsrf-token" content)="([^"]+)"')
 
 
 @dataclass
 class Site:
-    settings: Settings
-    public: str
-    hub_api: str
+    hub: StandinHub
     review_api: str
-    tokens: Path
     sessions: dict[str, requests.Session] = field(default_factory=dict)
+
+    @property
+    def settings(self) -> Settings:
+        return self.hub.settings
+
+    @property
+    def public(self) -> str:
+        return self.hub.public
 
     @property
     def pages(self) -> str:
         return f"{self.public}/services/tre-review"
 
     def admin(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        headers = {"Authorization": f"token {ADMIN_TOKEN}"}
-        return requests.request(method, self.hub_api + path, headers=headers, timeout=30, **kwargs)
+        return self.hub.admin(method, path, **kwargs)
 
     def spawn(self, user: str, server: str, project: str) -> str:
-        """Start user/server for `project` through the hub; return the server's token."""
-        started = self.admin("POST", f"/users/{user}/servers/{server}", json={"project": project})
-        assert started.status_code in {201, 202}, started.text
-        token_file = self.tokens / f"{user}--{server}"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            model = self.admin("GET", f"/users/{user}").json()
-            if model["servers"].get(server, {}).get("ready") and token_file.exists():
-                return token_file.read_text()
-            time.sleep(0.2)
-        raise AssertionError(f"server {user}/{server} did not start: {model}")
+        return self.hub.spawn(user, server, project)
 
     def api(
         self, token: str | None, method: str, path: str, body: object = None
@@ -186,29 +100,23 @@ class Site:
         return session.post(f"{self.pages}{path}", data=data, timeout=120)
 
 
-def wait_for(url: str, hub: subprocess.Popen[bytes], log: Path, *, ok: int = 500) -> None:
-    """Until `url` answers below `ok` (the proxy routes a service only once it is up)."""
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if hub.poll() is not None:
-            raise AssertionError(f"the hub exited: {log.read_text()[-3000:]}")
-        try:
-            if requests.get(url, timeout=2).status_code < ok:
-                return
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"{url} did not answer: {log.read_text()[-3000:]}")
+PLAN = HubPlan(
+    keep_services=frozenset({"tre-review"}),
+    groups={
+        "tre-researchers": {"users": ["alice", "bob", "carla"]},
+        # carla is a researcher (hf-outcomes) and, here, an output checker too.
+        "tre-output-checkers": {"users": ["olivia", "oscar", "carla"]},
+        "tre-admins": {"users": ["adam"]},
+        "tre-patient-reps": {"users": ["pat"]},
+    },
+)
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    if not PROXY_COMMAND.exists():
-        pytest.skip(f"SKIPPED LOUDLY: configurable-http-proxy is not installed ({PROXY_COMMAND})")
     root = tmp_path_factory.mktemp("review-site")
-    policy_dir = root / "policy"
-    shutil.copytree(DEMO_POLICY, policy_dir)
-    people = policy_dir / "people.yaml"  # carla checks outputs too (not those of her project)
+    settings = site_settings(root, review=ReviewSettings(port=free_port()))
+    people = settings.policy_dir / "people.yaml"  # carla checks outputs too (not her project's)
     carla = "organisation: Department of Cardiology\n    roles: [researcher]"
     assert carla in people.read_text()
     people.write_text(
@@ -216,56 +124,11 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             carla, carla.replace("[researcher]", "[researcher, output_checker]")
         )
     )
-    public_port = free_port()
-    settings = Settings(
-        policy_dir=policy_dir,
-        var_dir=root / "var",
-        hub=HubSettings(
-            public_url=f"http://127.0.0.1:{public_port}",
-            hub_port=free_port(),
-            proxy_api_port=free_port(),
-        ),
-        review=ReviewSettings(port=free_port()),
-        oidc=OidcSettings(demo_idp_port=free_port()),
-    )
-    settings.hub_dir.mkdir(parents=True, mode=0o700)
-    settings.logs_dir.mkdir(parents=True, mode=0o700)
-    tokens = root / "tokens"
-    tokens.mkdir(mode=0o700)
-    standin = root / "standin.py"
-    standin.write_text(textwrap.dedent(SERVER_STANDIN))
-    config = root / "jupyterhub_config.py"
-    config.write_text(
-        HUB_CONFIG.format(
-            settings=str(settings_file_for(settings)),
-            standin=str(standin),
-            token_dir=str(tokens),
-            admin_token=ADMIN_TOKEN,
-        )
-    )
-    log = settings.logs_dir / "jupyterhub.log"
-    with log.open("wb") as out:
-        hub = subprocess.Popen(
-            [sys.executable, "-m", "jupyterhub", "-f", str(config)],
-            cwd=root,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONWARNINGS": ""},
-        )
-    review_api = f"http://127.0.0.1:{settings.review.port}"
-    try:
-        hub_api = f"http://127.0.0.1:{settings.hub.hub_port}/hub/api"
-        wait_for(hub_api, hub, log)
-        wait_for(f"{review_api}/health", hub, log)
-        wait_for(f"{settings.hub.public_url}/services/tre-review/health", hub, log, ok=300)
-        yield Site(settings, settings.hub.public_url, hub_api, review_api, tokens)
-    finally:
-        hub.terminate()
-        try:
-            hub.wait(30)
-        except subprocess.TimeoutExpired:
-            hub.kill()
-        print(log.read_text()[-5000:])  # shown by pytest when a test failed
+    with standin_hub(root, settings, PLAN, ADMIN_TOKEN) as hub:
+        review_api = f"http://127.0.0.1:{settings.review.port}"
+        hub.wait_for(f"{review_api}/health")
+        hub.wait_for(f"{hub.public}/services/tre-review/health", ok=300)
+        yield Site(hub, review_api)
 
 
 @pytest.fixture(scope="module")

@@ -33,6 +33,25 @@ CONTROLS = {"population": "GBM cohort 2015-2024", "suppression": "none: counts o
 XSRF_FIELD = re.compile(r'name="(?:_xsrf" value|xsrf-token" content)="([^"]+)"')
 """The review pages' XSRF token: in each form, and in every page's head (403 pages too)."""
 
+PROBE_PRELUDE = r"""
+import ctypes, errno, json, os
+libc = ctypes.CDLL(None, use_errno=True)
+def attempt(fn):
+    try:
+        return "ok: " + repr(fn())[:300]
+    except OSError as e:
+        return "refused: " + errno.errorcode.get(e.errno, str(e.errno))
+def check(ret):
+    if ret != 0:
+        e = ctypes.get_errno(); raise OSError(e, os.strerror(e))
+    return ret
+def write(path, mode="w"):
+    with open(path, mode) as f:
+        f.write("x")
+"""
+"""What the probes run in a workspace start with: `attempt(fn)` gives "ok: <value>" or
+"refused: <errno name>", `check(ret)` turns a libc failure into OSError, `write(path)`."""
+
 
 def plain_session() -> requests.Session:
     session = requests.Session()

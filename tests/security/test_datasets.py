@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.sites import PROJECT
-from tests.security.support import OTHER_PROJECT, OTHER_SECRET, Parties
+from tests.security.support import OTHER_PROJECT, OTHER_SECRET, PROBE_PRELUDE, Parties
 from tre.hub.datasets import check_dataset
 from tre.hub.plan import check_spawn
 from tre.policy import load_policy
@@ -28,27 +28,15 @@ pytestmark = [
     pytest.mark.timeout(900),
 ]
 
-PROBE = r"""
-import ctypes, errno, json, os
+PROBE = (
+    PROBE_PRELUDE
+    + r"""
 DATA = "/data/clinical-records"
 WORK = "/home/researcher/work"
 first = next(os.path.join(r, f) for r, _, fs in sorted(os.walk(DATA)) for f in sorted(fs))
-libc = ctypes.CDLL(None, use_errno=True)
-def attempt(fn):
-    try:
-        return "ok: " + repr(fn())[:300]
-    except OSError as e:
-        return "refused: " + errno.errorcode.get(e.errno, str(e.errno))
-def check(ret):
-    if ret != 0:
-        e = ctypes.get_errno(); raise OSError(e, os.strerror(e))
-    return ret
 def read(path):
     with open(path, "rb") as f:
         return f.read(200)
-def write(path, mode="w"):
-    with open(path, mode) as f:
-        f.write("x")
 def mount(source, target, fstype, flags):
     return check(libc.mount(source.encode(), target.encode(), fstype.encode(), flags, None))
 MS_RDONLY, MS_REMOUNT, MS_BIND = 1, 32, 4096
@@ -118,6 +106,7 @@ print(json.dumps({
         lambda: mount("none", DATA, "", MS_REMOUNT | MS_BIND)),
 }))
 """
+)
 
 
 @pytest.fixture(scope="module")

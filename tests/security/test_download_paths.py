@@ -8,13 +8,13 @@ extension's server-side denials (`jupyter_tre_lab.files_handler`, `.contents`,
 
 from __future__ import annotations
 
-import base64
 import json
 from typing import Any
 
 import pytest
 import requests
 
+from tests.e2e.isolation import download_bait
 from tests.e2e.sites import PROJECT
 from tests.security.support import Attempt, Parties, ids, plain_session
 
@@ -25,33 +25,11 @@ pytestmark = [
     pytest.mark.timeout(900),
 ]
 
-PNG = base64.b64decode(
-    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
-)
-
-PLANT = r"""
-import json, os
-work = "/home/researcher/work/dl"
-os.makedirs(work, exist_ok=True)
-walk = sorted(os.walk("/data/clinical-records"))
-first = next(os.path.join(r, f) for r, _, fs in walk for f in sorted(fs))
-open(f"{work}/table.csv", "w").write("a,b\n1,2\n")
-open(f"{work}/page.html", "w").write("<h1>hello</h1>")
-nb = {"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
-open(f"{work}/notebook.ipynb", "w").write(json.dumps(nb))
-with open(f"{work}/big.bin", "wb") as f:
-    f.truncate(30 * 1024 * 1024)
-open(f"{work}/plot.png", "wb").write(bytes.fromhex(PNG_HEX))
-if not os.path.islink(f"{work}/data-link"):
-    os.symlink("/data/clinical-records", f"{work}/data-link")
-print(json.dumps({"inside": os.path.relpath(first, "/data/clinical-records")}))
-"""
-
 
 @pytest.fixture(scope="module")
 def inside(parties: Parties) -> str:
     """Files to try to take out under `dl/`; the path of a dataset file under dl/data-link."""
-    facts = parties.alice.run_json(f"PNG_HEX = {PNG.hex()!r}\n" + PLANT)
+    facts = parties.alice.run_json(download_bait("/home/researcher/work/dl"))
     return str(facts["inside"])
 
 

@@ -14,7 +14,7 @@ import docker
 import pytest
 
 from tests.e2e.sites import PROJECT
-from tests.security.support import Parties
+from tests.security.support import PROBE_PRELUDE, Parties
 
 pytestmark = [
     pytest.mark.security,
@@ -23,21 +23,10 @@ pytestmark = [
     pytest.mark.timeout(900),
 ]
 
-PROBE = r"""
-import ctypes, errno, json, os, socket, subprocess
-libc = ctypes.CDLL(None, use_errno=True)
-def attempt(fn):
-    try:
-        return "ok: " + repr(fn())[:300]
-    except OSError as e:
-        return "refused: " + errno.errorcode.get(e.errno, str(e.errno))
-def check(ret):
-    if ret != 0:
-        e = ctypes.get_errno(); raise OSError(e, os.strerror(e))
-    return ret
-def write(path):
-    with open(path, "w") as f:
-        f.write("x")
+PROBE = (
+    PROBE_PRELUDE
+    + r"""
+import socket, subprocess
 lines = open("/proc/self/status").read().splitlines()
 status = dict(l.split(":\t", 1) for l in lines if ":\t" in l)
 special = subprocess.run(
@@ -72,6 +61,7 @@ print(json.dumps({
     "write-sudoers": attempt(lambda: write("/etc/sudoers.d/researcher")),
 }))
 """
+)
 
 
 @pytest.fixture(scope="module")
