@@ -23,7 +23,7 @@ from dockerspawner import DockerSpawner
 from jupyterhub.httpclient import fetch
 from jupyterhub.utils import url_path_join
 from tornado import web
-from traitlets import Float, Unicode
+from traitlets import Float, HasTraits, Unicode
 
 from tre.audit import AuditEvent, EventKind, can_name_chain, open_store
 from tre.policy import load_policy
@@ -160,27 +160,19 @@ def _escape(path: Path | str) -> str:
     return str(path).replace("{", "{{").replace("}", "}}")
 
 
-class ProjectSpawner(DockerSpawner):  # type: ignore[misc]
-    """Starts the workspace of one project for one person, as the policy allows today."""
+class SiteSpawner(HasTraits):
+    """What every spawner of ours shares, whichever engine it drives: the site's settings
+    and one audit path for its events. Mixed in before the engine's spawner class."""
 
     tre_settings_file = Unicode(
         "",
         config=True,
-        help="jupyter-tre settings file (YAML); empty: defaults and environment overrides.",
-    )
-
-    ready_poll_interval = Float(
-        0.1,
-        config=True,
-        help=(
-            "Seconds between the spawner's own readiness probes. JupyterHub's probes back "
-            "off exponentially (up to 5 s apart), which adds seconds to every start."
-        ),
+        help="jupyter-tre settings file (YAML or JSON); empty: defaults and environment overrides.",
     )
 
     _settings: Settings | None = None
-
-    # -- settings and policy -----------------------------------------------------
+    user: Any
+    name: str
 
     @property
     def tre_settings(self) -> Settings:
@@ -201,6 +193,19 @@ class ProjectSpawner(DockerSpawner):  # type: ignore[misc]
             permit=permit,
             detail=detail,
         )
+
+
+class ProjectSpawner(SiteSpawner, DockerSpawner):  # type: ignore[misc]
+    """Starts the workspace of one project for one person, as the policy allows today."""
+
+    ready_poll_interval = Float(
+        0.1,
+        config=True,
+        help=(
+            "Seconds between the spawner's own readiness probes. JupyterHub's probes back "
+            "off exponentially (up to 5 s apart), which adds seconds to every start."
+        ),
+    )
 
     # -- the spawn form ----------------------------------------------------------
 

@@ -11,20 +11,17 @@ from __future__ import annotations
 import asyncio
 import os
 from datetime import date
-from pathlib import Path
 from typing import Any
 
 from kubespawner import KubeSpawner  # type: ignore[import-untyped]
-from traitlets import Unicode
 
 from tre.audit import EventKind
 from tre.hub.datasets import check_plan_datasets
 from tre.hub.plan import SpawnPlan, SpawnRefused, check_spawn
 from tre.hub.quota import WORKSPACE_GID, WORKSPACE_UID
-from tre.hub.spawner import Refusal, record_spawn_event
+from tre.hub.spawner import Refusal, SiteSpawner
 from tre.policy import Policy, load_policy
 from tre.resources import project_resources_dir
-from tre.settings import Settings, load_settings
 
 from .workspace import profile_list, workspace_override
 
@@ -34,40 +31,13 @@ NO_PERMIT = (
 )
 
 
-class ProjectKubeSpawner(KubeSpawner):  # type: ignore[misc]
+class ProjectKubeSpawner(SiteSpawner, KubeSpawner):  # type: ignore[misc]
     """Starts the pod of one project for one person, as the policy allows today."""
 
-    tre_settings_file = Unicode(
-        "",
-        config=True,
-        help="jupyter-tre settings file (YAML or JSON); empty: $TRE_SETTINGS or defaults.",
-    )
-
-    _settings: Settings | None = None
     _plan: SpawnPlan | None = None
-
-    @property
-    def tre_settings(self) -> Settings:
-        if self._settings is None:
-            path = Path(self.tre_settings_file) if self.tre_settings_file else None
-            self._settings = load_settings(path)
-        return self._settings
 
     def _policy(self) -> Policy:
         return load_policy(self.tre_settings.policy_dir)
-
-    def _audit(
-        self, kind: EventKind, project: str | None, permit: str | None, **detail: Any
-    ) -> None:
-        record_spawn_event(
-            self.tre_settings,
-            kind,
-            actor=self.user.name,
-            server=self.name,
-            project=project,
-            permit=permit,
-            detail=detail,
-        )
 
     # -- the spawn form ----------------------------------------------------------
 
