@@ -8,6 +8,10 @@ with credentials the hub no longer accepts for logins. Asking the kernel to send
 when the parent dies (Linux's PR_SET_PDEATHSIG) ends the orphan at once, even when it is
 blocked, so the restarted hub's own copy takes the port. What the service was doing dies
 with it, as in any crash: its stores are made for that (see docs/explanation/recovery.md).
+
+Services that are not ours (jupyterhub-idle-culler) run as `python -m tre.lifeline MODULE
+ARG...`: the same request, then an exec of `python -m MODULE ARG...` in the same process
+(the pid the hub knows stays; the kernel keeps the death signal across exec).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import logging
 import os
 import signal
 import sys
+from typing import NoReturn
 
 log = logging.getLogger("tre.lifeline")
 
@@ -41,3 +46,19 @@ def end_with_parent() -> bool:
         log.error("the process that started this service has gone; exiting")
         raise SystemExit(1)
     return True
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    """`python -m tre.lifeline MODULE [ARG...]`: `python -m MODULE ARG...`, which ends with
+    its parent."""
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0].startswith("-"):
+        print("usage: python -m tre.lifeline MODULE [ARG...]", file=sys.stderr)
+        raise SystemExit(2)
+    end_with_parent()
+    # The module's name and arguments are the hub configuration's, never a user's.
+    os.execv(sys.executable, [sys.executable, "-m", *args])  # noqa: S606
+
+
+if __name__ == "__main__":
+    main()

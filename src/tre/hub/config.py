@@ -145,6 +145,7 @@ def configure(c: Any, settings: Settings) -> None:
             "command": [
                 sys.executable,
                 "-m",
+                "tre.lifeline",  # ends with the hub, as our own services do
                 "jupyterhub_idle_culler",
                 f"--timeout={hub.idle_timeout}",
             ],
