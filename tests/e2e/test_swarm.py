@@ -5,8 +5,9 @@ end, only if it was in none), with `docker_gwbridge` created first as jupyter-tr
 it; the site runs the bundled OIDC provider, JupyterHub with `hub.backend: swarm` and
 its services; alice logs in and starts gbm-linkage, which becomes a swarm service. From
 inside it the workspace probe of tests/e2e/test_workspace.py runs again; the service's
-spec is read back from the engine; another project's service is shown unreachable; and
-stopping the server removes the service.
+spec is read back from the engine; another project's service is shown unreachable;
+stopping the server removes the service; and at the end the project is suspended (its
+service removed) and archived (its overlay removed).
 """
 
 from __future__ import annotations
@@ -30,8 +31,10 @@ from tests.e2e.sites import Site, running_site
 from tre.audit import EventKind, open_store
 from tre.hub.config import firewall_rules
 from tre.hub.firewall import apply_rules
+from tre.hub.lifecycle import archive, suspend
 from tre.hub.networks import PROJECT_LABEL, lookup_network
 from tre.hub.plan import WORK_DIR
+from tre.policy import load_policy
 from tre.swarm.networks import (
     GATEWAY_BRIDGE,
     GATEWAY_NETWORK,
@@ -51,6 +54,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(600)]
 PROJECT = "gbm-linkage"
 WORKSPACE_LABEL = f"org.jupyter-tre.project={PROJECT}"
 OTHER_PROJECT = "hf-outcomes"
+PROJECT_MOVES = (EventKind.project_suspended, EventKind.project_archived)
 
 
 @pytest.fixture(scope="module")
@@ -385,3 +389,32 @@ def test_stopping_the_server_removes_the_service(site: Site, alice: HubUser) -> 
     stop = open_store(site.settings).show(project=PROJECT, kind=EventKind.server_stopped)[-1]
     peak: Any = stop.detail["peak_memory_bytes"]
     assert isinstance(peak, int) and peak > 10 * 2**20, stop.detail
+
+
+# -- a project's life: suspended, then archived ------------------------------------------------
+
+
+def test_suspending_removes_the_service_and_archiving_the_overlay(
+    site: Site, alice: HubUser
+) -> None:
+    client = docker.from_env()
+    own_firewall(site)
+    response = alice.spawn(PROJECT)
+    assert response.status_code in (200, 302), error_of(response)
+    alice.wait_ready(PROJECT)
+    [service] = workspace_services()
+    policy = load_policy(site.settings.policy_dir)
+
+    done = suspend(site.settings, policy, PROJECT, by="adam", reason="swarm test")
+    assert f"service {service.name}" in done[0], done
+    assert workspace_services() == []  # a swarm would otherwise keep it (and the overlay)
+    assert lookup_network(client, overlay_name(PROJECT)) is not None
+
+    done = archive(site.settings, policy, PROJECT, by="adam", reason="swarm test", confirm=PROJECT)
+    assert f"removed overlay network {overlay_name(PROJECT)}" in done, done
+    assert lookup_network(client, overlay_name(PROJECT)) is None
+    moves = [
+        r.kind for r in open_store(site.settings).show(project=PROJECT) if r.kind in PROJECT_MOVES
+    ]
+    suspended, archived = PROJECT_MOVES  # archiving suspends first, then archives
+    assert moves[-3:] == [suspended, suspended, archived], moves

@@ -32,11 +32,17 @@ import docker.errors
 from tre.audit import AuditEvent, EventKind, open_store
 from tre.policy import Policy
 from tre.settings import Settings
+from tre.swarm.networks import is_swarm_manager, overlay_name, remove_overlay_network
 
 from .config import firewall_rules
 from .datasets import DatasetUnavailable, VerificationCache, check_dataset
 from .firewall import apply_rules
-from .networks import PROJECT_LABEL, ensure_project_network, remove_project_network
+from .networks import (
+    PROJECT_LABEL,
+    ProjectNetworkError,
+    ensure_project_network,
+    remove_project_network,
+)
 from .plan import DatasetMount, SpawnRefused, permit_mounts
 from .project_state import (
     LifecycleError,
@@ -178,9 +184,12 @@ def archive(
             removed[str(folder)] = _remove_tree(folder)
             done.append(f"removed {folder}")
     try:
-        if remove_project_network(docker.from_env(), project):
+        client = docker.from_env()
+        if remove_project_network(client, project):
             done.append(f"removed network tre-project-{project}")
-    except docker.errors.DockerException as exc:
+        if remove_overlay_network(client, project):
+            done.append(f"removed overlay network {overlay_name(project)}")
+    except (docker.errors.DockerException, ProjectNetworkError) as exc:
         raise LifecycleError(f"project '{project}': Docker engine: {exc}") from exc
     done.append(
         f"kept the audit log and the review service's copies ({settings.releases_dir / project})"
@@ -236,14 +245,26 @@ def _record(
 
 
 def _stop_containers(project: str) -> list[str]:
+    """Stop the project's workspaces: on a swarm manager, remove its workspace services
+    first (their tasks go with them, and the overlay is free); then stop its containers.
+    The hub sees them stopped at its next poll."""
+    label = f"{PROJECT_LABEL}={project}"
+    stopped = []
     try:
         client = docker.from_env()
-        running = client.containers.list(filters={"label": f"{PROJECT_LABEL}={project}"})
-        for container in running:
-            container.stop(timeout=10)
+        if is_swarm_manager(client):
+            for service in client.services.list(filters={"label": label}):
+                service.remove()
+                stopped.append(f"service {service.name}")
+        for container in client.containers.list(filters={"label": label}):
+            try:
+                container.stop(timeout=10)
+            except docker.errors.NotFound:  # a removed service's task, gone meanwhile
+                continue
+            stopped.append(str(container.name))
     except docker.errors.DockerException as exc:
         raise LifecycleError(f"project '{project}': cannot stop its workspaces: {exc}") from exc
-    return [c.name for c in running]
+    return stopped
 
 
 def _remove_tree(folder: Path) -> int:

@@ -16,6 +16,7 @@ job on that bridge (fail closed: the spawner checks the rules before every start
 from __future__ import annotations
 
 import ipaddress
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,7 +105,7 @@ def overlay_name(project_id: str) -> str:
 def swarm_node(client: docker.DockerClient) -> str:
     """This engine's node id; `SwarmError` unless it is an active swarm manager."""
     swarm = client.info().get("Swarm") or {}
-    if swarm.get("LocalNodeState") != "active" or not swarm.get("ControlAvailable"):
+    if not _is_manager(swarm):
         raise SwarmError(
             "the Docker engine is not a manager of an active swarm "
             f"(state {swarm.get('LocalNodeState')!r}); see the how-to 'Scale to Docker Swarm'"
@@ -243,6 +244,48 @@ def ensure_overlay_network(client: docker.DockerClient, project_id: str) -> Over
         lambda attrs: _overlay_from(attrs, project_id),
         f"project {project_id!r}",
     )
+
+
+def remove_overlay_network(
+    client: docker.DockerClient, project_id: str, *, wait: float = 30.0
+) -> bool:
+    """Remove the project's overlay; False if there was none (or the engine is in no swarm).
+
+    Refuses (`SwarmError`) a same-named network that is not a project overlay. Tasks of
+    removed services leave it shortly after, and the node's view of the swarm's networks
+    follows the managers' a moment later: this waits up to `wait` seconds for both, then
+    says what is left."""
+    name = overlay_name(project_id)
+    attrs = lookup_network(client, name)
+    if attrs is None:
+        return False
+    _overlay_from(attrs, project_id)
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            client.networks.get(str(attrs["Id"])).remove()
+        except docker.errors.NotFound:
+            return False
+        except docker.errors.APIError as exc:
+            if time.monotonic() >= deadline:
+                raise SwarmError(f"cannot remove Docker network {name!r}: {exc}") from exc
+            time.sleep(0.5)
+        else:
+            break
+    while lookup_network(client, name) is not None:
+        if time.monotonic() >= deadline:
+            raise SwarmError(f"Docker network {name!r} was removed but is still listed")
+        time.sleep(0.2)
+    return True
+
+
+def is_swarm_manager(client: docker.DockerClient) -> bool:
+    """Whether this engine manages an active swarm (where workspaces are services)."""
+    return _is_manager(client.info().get("Swarm") or {})
+
+
+def _is_manager(swarm: dict[str, Any]) -> bool:
+    return swarm.get("LocalNodeState") == "active" and bool(swarm.get("ControlAvailable"))
 
 
 def swarm_networks(client: docker.DockerClient, project_id: str) -> SwarmNetworks:
