@@ -52,6 +52,7 @@ demo: prereqs venv $(NODE_MODULES) extension ## Set up and run the demo site (se
 	$(BIN)/tre demo data
 	$(BIN)/tre ingest project gbm-linkage
 	$(BIN)/tre ingest project hf-outcomes
+	$(BIN)/tre demo release
 	$(BIN)/tre image build
 	$(BIN)/tre stack start
 	@echo

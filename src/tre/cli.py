@@ -33,64 +33,42 @@ app = typer.Typer(
     no_args_is_help=True,
     rich_markup_mode="rich",
 )
-policy_app = typer.Typer(
-    help="Validate the site's policy and generate its JSON Schemas.", no_args_is_help=True
+
+
+def _group(name: str, help: str) -> typer.Typer:
+    """A command group `tre <name>`, listed in the order the groups are made."""
+    group = typer.Typer(help=help, no_args_is_help=True)
+    app.add_typer(group, name=name)
+    return group
+
+
+policy_app = _group("policy", "Validate the site's policy and generate its JSON Schemas.")
+demo_app = _group("demo", "Demo site: synthetic source data for trying the TRE out.")
+key_app = _group("key", "The site master key that all pseudonyms derive from (ingest host only).")
+optout_app = _group("optout", "The opt-out register (EHDS Art. 71): reversible, no reason needed.")
+ingest_app = _group(
+    "ingest", "Pseudonymise source silos into immutable dataset versions (ingest host only)."
 )
-demo_app = typer.Typer(
-    help="Demo site: synthetic source data for trying the TRE out.", no_args_is_help=True
+stack_app = _group("stack", "The embedded stack on this host: demo OIDC provider and JupyterHub.")
+image_app = _group("image", "The workspace image, built here without any container registry.")
+audit_app = _group(
+    "audit", "The audit log: verify its hash chains, show records, prune past retention."
 )
-key_app = typer.Typer(
-    help="The site master key that all pseudonyms derive from (ingest host only).",
-    no_args_is_help=True,
+packages_app = _group(
+    "packages",
+    "The package allow-list: resolve additions for a permit, list what projects installed.",
 )
-optout_app = typer.Typer(
-    help="The opt-out register (EHDS Art. 71): reversible, no reason needed.",
-    no_args_is_help=True,
+resources_app = _group(
+    "resources",
+    "Read-only project resources (reference genomes, models) copied in with a manifest.",
 )
-ingest_app = typer.Typer(
-    help="Pseudonymise source silos into immutable dataset versions (ingest host only).",
-    no_args_is_help=True,
+publish_app = _group(
+    "publish",
+    "Publication: summaries, the public register, the dataset catalogue, who used my data.",
 )
-app.add_typer(policy_app, name="policy")
-app.add_typer(demo_app, name="demo")
-app.add_typer(key_app, name="key")
-app.add_typer(optout_app, name="optout")
-app.add_typer(ingest_app, name="ingest")
-stack_app = typer.Typer(
-    help="The embedded stack on this host: demo OIDC provider and JupyterHub.",
-    no_args_is_help=True,
+project_app = _group(
+    "project", "A project's life on the hub host: provision (or resume), suspend, archive."
 )
-app.add_typer(stack_app, name="stack")
-image_app = typer.Typer(
-    help="The workspace image, built here without any container registry.",
-    no_args_is_help=True,
-)
-app.add_typer(image_app, name="image")
-audit_app = typer.Typer(
-    help="The audit log: verify its hash chains, show records, prune past retention.",
-    no_args_is_help=True,
-)
-app.add_typer(audit_app, name="audit")
-packages_app = typer.Typer(
-    help="The package allow-list: resolve additions for a permit, list what projects installed.",
-    no_args_is_help=True,
-)
-app.add_typer(packages_app, name="packages")
-resources_app = typer.Typer(
-    help="Read-only project resources (reference genomes, models) copied in with a manifest.",
-    no_args_is_help=True,
-)
-app.add_typer(resources_app, name="resources")
-publish_app = typer.Typer(
-    help="Publication: summaries, the public register, the dataset catalogue, who used my data.",
-    no_args_is_help=True,
-)
-app.add_typer(publish_app, name="publish")
-project_app = typer.Typer(
-    help="A project's life on the hub host: provision (or resume), suspend, archive.",
-    no_args_is_help=True,
-)
-app.add_typer(project_app, name="project")
 
 out = Console(soft_wrap=True, highlight=False)
 err = Console(stderr=True, soft_wrap=True, highlight=False)
@@ -262,6 +240,36 @@ def demo_data(
     for modality, n in sorted(counts.items()):
         table.add_row(modality, str(n))
     out.print(table)
+
+
+@demo_app.command("release")
+def demo_release_cmd(
+    ctx: typer.Context,
+    today: Annotated[str | None, typer.Option(help="Act as of this date (YYYY-MM-DD).")] = None,
+) -> None:
+    """Release the demo's example result of gbm-linkage through the airlock, once: alice asks,
+    olivia and oscar approve, alice releases; pat then sees it in the published summaries."""
+    from .demo.release import DemoReleaseError, demo_release
+    from .policy import PolicyError, load_policy
+    from .review import ReviewError
+
+    settings = _settings(ctx)
+    day = _parse_day(today, "--today")
+    try:
+        result = demo_release(settings, load_policy(settings.policy_dir, day), day)
+    except (DemoReleaseError, PolicyError, ReviewError) as exc:
+        _fail(exc)
+    if result.already_released:
+        out.print(f"already released: {result.request_id}")
+        return
+    table = Table("step", title=f"Demo release {result.request_id}")
+    for step in result.done:
+        table.add_row(escape(step))
+    out.print(table)
+    out.print(
+        f"released: {', '.join(result.files)}; pat sees them at /services/tre-summaries/ "
+        "once the summaries are rebuilt (`tre publish build`, or the service's next refresh)"
+    )
 
 
 @key_app.command("create")
@@ -510,11 +518,9 @@ def stack_stop(ctx: typer.Context) -> None:
     out.print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
 
 
-hub_app = typer.Typer(
-    help="The hub's processes in the foreground, one per service unit (Ansible deployment).",
-    no_args_is_help=True,
+hub_app = _group(
+    "hub", "The hub's processes in the foreground, one per service unit (Ansible deployment)."
 )
-app.add_typer(hub_app, name="hub")
 
 
 @hub_app.command("run")
@@ -1265,10 +1271,7 @@ def project_status(
         out.print(f"{project}: {escape(describe(record))}")
 
 
-k8s_app = typer.Typer(
-    help="Kubernetes: Zero to JupyterHub values from the site's policy.", no_args_is_help=True
-)
-app.add_typer(k8s_app, name="k8s")
+k8s_app = _group("k8s", "Kubernetes: Zero to JupyterHub values from the site's policy.")
 
 
 @k8s_app.command("values")
@@ -1305,11 +1308,9 @@ def k8s_values_command(
     out.print(f"wrote {output}")
 
 
-backup_app = typer.Typer(
-    help="Backups of the hub side (databases, audit log, releases, workspaces) and restore.",
-    no_args_is_help=True,
+backup_app = _group(
+    "backup", "Backups of the hub side (databases, audit log, releases, workspaces) and restore."
 )
-app.add_typer(backup_app, name="backup")
 
 
 @backup_app.command("create")
