@@ -197,6 +197,7 @@ class Stack:
                 self.hub.kill()
                 self.hub.wait(10)
         self.hub = None
+        stop_left_proxy(self.settings)
         if self.idp is not None:
             self.idp.stop()
             self.idp = None
@@ -241,7 +242,35 @@ def stop_detached(settings: Settings, timeout: float = 30.0) -> list[str]:
                 os.kill(pid, signal.SIGKILL)
             stopped.append(name)
         pid_file.unlink()
+        if name == "hub" and stop_left_proxy(settings):
+            stopped.append("proxy")
     return stopped
+
+
+def stop_left_proxy(settings: Settings, timeout: float = 10.0) -> bool:
+    """Stop the hub's proxy if it outlived the hub; True if there was one to stop.
+
+    A hub that stops normally stops its proxy; one that had to be killed leaves it running
+    (on purpose: a restarted hub takes it over by its pid file). When the stack stops, the
+    proxy goes too. The pid file's process is stopped only if it is that proxy (a pid
+    reused by anything else is left alone)."""
+    pid_file = settings.hub_dir / "proxy.pid"
+    try:
+        pid = int(pid_file.read_text(encoding="utf-8").strip())
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return False
+    if b"configurable-http-proxy" not in command or not _alive(pid):
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and _alive(pid):
+            time.sleep(0.1)
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    pid_file.unlink(missing_ok=True)
+    return True
 
 
 def _alive(pid: int) -> bool:

@@ -6,8 +6,9 @@ not yet that it is ready. It is chosen with the project's audit chain lock, whic
 holds: the spawner stops at its `server_started` record, its last step before the hub marks
 the server ready, and is killed there.
 
-What happens: the review and audit services die with the hub (they would otherwise keep
-their ports and answer with credentials the new hub no longer accepts); the new hub stops
+What happens: every service the hub started dies with it (ours, and the idle culler run
+through `tre.lifeline`; they would otherwise keep their ports and answer with credentials
+the new hub no longer accepts, or run twice beside the new hub's copies); the new hub stops
 the old proxy by its pid file; the researcher's login survives. The new hub finds the
 server in its database and the container by its name, but not at the address it recorded
 (the killed hub never learnt the container's), so after `Spawner.http_timeout` it stops
@@ -35,7 +36,13 @@ from tre.audit import AuditRecord, EventKind, open_store
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(600)]
 
-SERVICES = ("-m tre.audit.service", "-m tre.review.web")
+SERVICES = (
+    "-m tre.audit.service",
+    "-m tre.review.web",
+    "-m tre.hub.permit_watch",
+    "-m jupyterhub_idle_culler",
+)
+"""The hub's managed services in this site (mirror and summaries are off)."""
 SPAWNS = {EventKind.spawn_requested, EventKind.server_started, EventKind.server_stopped}
 ALL = {*SPAWNS, EventKind.spawn_refused}
 
@@ -73,7 +80,7 @@ def after_the_kill(docker_site: Site, researcher: HubUser) -> Iterator[AfterTheK
     assert hub is not None
     services = [child_running(hub.pid, needle) for needle in SERVICES]
     proxy = int((site.settings.hub_dir / "proxy.pid").read_text())
-    others = [c for c in children_of(hub.pid) if c not in services and c != proxy]
+    assert sorted(children_of(hub.pid)) == sorted([*services, proxy])  # nothing unaccounted
 
     with ThreadPoolExecutor(1) as pool:
         for _ in range(5):  # another site on this host may put its firewall rules in between
@@ -90,14 +97,9 @@ def after_the_kill(docker_site: Site, researcher: HubUser) -> Iterator[AfterTheK
             kill(hub.pid)
     hub.wait()
 
-    # The hub's children: ours end with it; the proxy waits for the next hub (pid file).
+    # The hub's children: every service ends with it; the proxy waits for the next hub.
     wait_until(lambda: not any(alive(p) for p in services), 10, "the services to end")
     assert alive(proxy)
-    # The idle culler and the permit watch would live on as well: a supervisor that
-    # stops the unit's whole process group (systemd's default) ends them.
-    for pid in others:
-        if alive(pid):
-            kill(pid)
 
     # The supervisor's command (`tre hub run`): the firewall rules, then the same hub.
     firewall_in_place(site)
