@@ -232,14 +232,7 @@ def stop_detached(settings: Settings, timeout: float = 30.0) -> list[str]:
         pid_file = settings.var_dir / "run" / f"{name}.pid"
         if not pid_file.exists():
             continue
-        pid = int(pid_file.read_text(encoding="utf-8").strip())
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline and _alive(pid):
-                time.sleep(0.2)
-            if _alive(pid):
-                os.kill(pid, signal.SIGKILL)
+        if _terminate(int(pid_file.read_text(encoding="utf-8").strip()), timeout):
             stopped.append(name)
         pid_file.unlink()
         if name == "hub" and stop_left_proxy(settings):
@@ -262,14 +255,22 @@ def stop_left_proxy(settings: Settings, timeout: float = 10.0) -> bool:
         return False
     if b"configurable-http-proxy" not in command or not _alive(pid):
         return False
-    with contextlib.suppress(ProcessLookupError):
+    _terminate(pid, timeout)
+    pid_file.unlink(missing_ok=True)
+    return True
+
+
+def _terminate(pid: int, timeout: float) -> bool:
+    """SIGTERM, then SIGKILL after `timeout` seconds; False if there was no such process."""
+    try:
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and _alive(pid):
             time.sleep(0.1)
         if _alive(pid):
             os.kill(pid, signal.SIGKILL)
-    pid_file.unlink(missing_ok=True)
+    except ProcessLookupError:
+        return False
     return True
 
 
