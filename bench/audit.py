@@ -83,12 +83,12 @@ from jupyter_tre_lab.settings import load_settings as load_extension_settings  #
 from websockets.sync.client import ClientConnection, connect  # noqa: E402
 
 from bench.results import RESULTS_DIR, BenchResult, Comparison, cpu_model  # noqa: E402
-from tests.e2e.sites import free_port, policy_for_today  # noqa: E402
+from tests.e2e.sites import free_port, loopback_hub, policy_for_today  # noqa: E402
 from tre.audit import AuditEvent, AuditStore, EventKind, open_store  # noqa: E402
 from tre.hub.config import PROXY_COMMAND, settings_file_for  # noqa: E402
 from tre.hub.plan import check_spawn  # noqa: E402
 from tre.policy import load_policy  # noqa: E402
-from tre.settings import AuditSettings, HubSettings, OidcSettings, Settings  # noqa: E402
+from tre.settings import AuditSettings, OidcSettings, Settings  # noqa: E402
 
 REPORT = REPO / "docs" / "reference" / "benchmarks-audit.md"
 SERVER_CONFIG = EXTENSION_DIR / "jupyter-config" / "server-config" / "jupyter_server_config.json"
@@ -357,11 +357,7 @@ def make_site(root: Path) -> Settings:
     return Settings(
         policy_dir=policy_dir,
         var_dir=root / "var",
-        hub=HubSettings(
-            public_url=f"http://127.0.0.1:{free_port()}",
-            hub_port=free_port(),
-            proxy_api_port=free_port(),
-        ),
+        hub=loopback_hub(),
         audit=AuditSettings(port=free_port()),
         oidc=OidcSettings(demo_idp_port=free_port()),
     )

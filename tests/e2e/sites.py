@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import docker
 import docker.errors
@@ -41,6 +41,16 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def loopback_hub(**fields: Any) -> HubSettings:
+    """Hub settings on free loopback ports (public, hub, proxy API), with `fields` besides."""
+    return HubSettings(
+        public_url=f"http://127.0.0.1:{free_port()}",
+        hub_port=free_port(),
+        proxy_api_port=free_port(),
+        **fields,
+    )
 
 
 def policy_for_today(target: Path, today: date) -> None:
@@ -99,15 +109,7 @@ def site_settings(
     return Settings(
         policy_dir=root / "policy",
         var_dir=root / "var",
-        hub=HubSettings(
-            public_url=f"http://127.0.0.1:{free_port()}",
-            hub_port=free_port(),
-            proxy_api_port=free_port(),
-            image=image,
-            mem_limit="2G",
-            permit_check_interval=5,
-            backend=backend,
-        ),
+        hub=loopback_hub(image=image, mem_limit="2G", permit_check_interval=5, backend=backend),
         review=ReviewSettings(port=free_port()),
         audit=AuditSettings(port=free_port()),
         mirror=MirrorSettings(enabled=mirror, port=free_port()),

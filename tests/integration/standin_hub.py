@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import textwrap
@@ -25,9 +24,10 @@ from typing import Any
 import pytest
 import requests
 
+from tests.e2e.sites import free_port, loopback_hub
 from tests.support import DEMO_POLICY
 from tre.hub.config import PROXY_COMMAND, settings_file_for
-from tre.settings import HubSettings, OidcSettings, Settings
+from tre.settings import OidcSettings, Settings
 
 SERVER_STANDIN = '''
 """Stands in for jupyterhub-singleuser: answers the hub, hands its token to the test."""
@@ -56,12 +56,6 @@ class Handler(BaseHTTPRequestHandler):
 
 ThreadingHTTPServer((url.hostname, url.port), Handler).serve_forever()
 '''
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass(frozen=True)
@@ -122,11 +116,7 @@ def site_settings(root: Path, **sections: Any) -> Settings:
     return Settings(
         policy_dir=policy_dir,
         var_dir=root / "var",
-        hub=HubSettings(
-            public_url=f"http://127.0.0.1:{free_port()}",
-            hub_port=free_port(),
-            proxy_api_port=free_port(),
-        ),
+        hub=loopback_hub(),
         oidc=OidcSettings(demo_idp_port=free_port()),
         **sections,
     )

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import shutil
-import socket
 from pathlib import Path
 
 import psycopg
 import pytest
 
 from tests.e2e.hubclient import HubUser
+from tests.e2e.sites import free_port, loopback_hub
 from tests.postgres import createdb, postgres_server
 from tests.support import DEMO_POLICY
 from tre.settings import (
     AuditSettings,
-    HubSettings,
     MirrorSettings,
     OidcSettings,
     PublishSettings,
@@ -26,12 +25,6 @@ from tre.stack import Stack
 pytestmark = pytest.mark.slow
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_the_hub_keeps_its_state_in_postgresql(tmp_path: Path) -> None:
     if shutil.which("iptables-restore") is None:
         pytest.skip("SKIPPED LOUDLY: iptables is needed for the hub's firewall rules")
@@ -40,12 +33,7 @@ def test_the_hub_keeps_its_state_in_postgresql(tmp_path: Path) -> None:
         settings = Settings(
             policy_dir=DEMO_POLICY,
             var_dir=tmp_path / "var",
-            hub=HubSettings(
-                public_url=f"http://127.0.0.1:{free_port()}",
-                hub_port=free_port(),
-                proxy_api_port=free_port(),
-                db_url=pg.url("jupyterhub"),
-            ),
+            hub=loopback_hub(db_url=pg.url("jupyterhub")),
             review=ReviewSettings(port=free_port()),
             audit=AuditSettings(port=free_port()),
             mirror=MirrorSettings(enabled=False),  # tests/integration/test_mirror.py has it
