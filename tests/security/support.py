@@ -14,12 +14,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 
 from tests.e2e.hubclient import HubUser
 from tests.e2e.sites import PROJECT, Site
 from tre.audit import open_store
 from tre.audit.records import AuditRecord
+
+SUITE_MARKS = [
+    pytest.mark.security,
+    pytest.mark.docker,
+    pytest.mark.slow,
+    pytest.mark.timeout(900),
+]
+"""Every attack module's `pytestmark` (with `browser` added where Chromium clicks)."""
 
 OTHER_PROJECT = "hf-outcomes"
 """carla's project (clinical-records only); alice and her gbm-linkage workspace never see it."""

@@ -18,17 +18,13 @@ from tests.security.support import (
     CONTROLS,
     PASSING,
     REVIEW,
+    SUITE_MARKS,
     Parties,
     plain_session,
     workspace_folder_file,
 )
 
-pytestmark = [
-    pytest.mark.security,
-    pytest.mark.docker,
-    pytest.mark.slow,
-    pytest.mark.timeout(900),
-]
+pytestmark = SUITE_MARKS
 
 SWAPPED = "grade,patients\nII,3\nIII,1\nIV,2\n"
 

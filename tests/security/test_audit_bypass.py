@@ -26,14 +26,9 @@ from websockets.exceptions import ConnectionClosed
 
 from tests.e2e.hubclient import HubUser
 from tests.e2e.sites import PROJECT
-from tests.security.support import OTHER_PROJECT, Parties, plain_session
+from tests.security.support import OTHER_PROJECT, SUITE_MARKS, Parties, plain_session
 
-pytestmark = [
-    pytest.mark.security,
-    pytest.mark.docker,
-    pytest.mark.slow,
-    pytest.mark.timeout(900),
-]
+pytestmark = SUITE_MARKS
 
 WORK = "/home/researcher/work"
 

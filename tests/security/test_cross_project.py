@@ -15,18 +15,14 @@ from tests.security.support import (
     CONTROLS,
     OTHER_PROJECT,
     OTHER_SECRET,
+    SUITE_MARKS,
     Attempt,
     Parties,
     ids,
     plain_session,
 )
 
-pytestmark = [
-    pytest.mark.security,
-    pytest.mark.docker,
-    pytest.mark.slow,
-    pytest.mark.timeout(900),
-]
+pytestmark = SUITE_MARKS
 
 
 @pytest.fixture(scope="module")

@@ -21,15 +21,9 @@ from playwright.sync_api import Browser, BrowserContext
 
 from tests.e2e.browser import chromium, close_page, log_in
 from tests.e2e.sites import PROJECT
-from tests.security.support import REVIEW, Parties
+from tests.security.support import REVIEW, SUITE_MARKS, Parties
 
-pytestmark = [
-    pytest.mark.security,
-    pytest.mark.docker,
-    pytest.mark.browser,
-    pytest.mark.slow,
-    pytest.mark.timeout(900),
-]
+pytestmark = [*SUITE_MARKS, pytest.mark.browser]
 
 
 class Attacker:

@@ -16,17 +16,12 @@ from typing import Any
 import pytest
 
 from tests.e2e.sites import PROJECT
-from tests.security.support import OTHER_PROJECT, OTHER_SECRET, PROBE_PRELUDE, Parties
+from tests.security.support import OTHER_PROJECT, OTHER_SECRET, PROBE_PRELUDE, SUITE_MARKS, Parties
 from tre.hub.datasets import check_dataset
 from tre.hub.plan import check_spawn
 from tre.policy import load_policy
 
-pytestmark = [
-    pytest.mark.security,
-    pytest.mark.docker,
-    pytest.mark.slow,
-    pytest.mark.timeout(900),
-]
+pytestmark = SUITE_MARKS
 
 PROBE = (
     PROBE_PRELUDE

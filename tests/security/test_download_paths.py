@@ -16,14 +16,9 @@ import requests
 
 from tests.e2e.isolation import download_bait
 from tests.e2e.sites import PROJECT
-from tests.security.support import Attempt, Parties, ids, plain_session
+from tests.security.support import SUITE_MARKS, Attempt, Parties, ids, plain_session
 
-pytestmark = [
-    pytest.mark.security,
-    pytest.mark.docker,
-    pytest.mark.slow,
-    pytest.mark.timeout(900),
-]
+pytestmark = SUITE_MARKS
 
 
 @pytest.fixture(scope="module")

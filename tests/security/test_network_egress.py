@@ -38,15 +38,10 @@ from tests.e2e.netns import (
 )
 from tests.e2e.sites import PROJECT
 from tests.e2e.test_egress import PROBE, _unavailable, dns, show, spelling, tcp, udp
-from tests.security.support import Parties
+from tests.security.support import SUITE_MARKS, Parties
 from tre.hub.networks import network_name
 
-pytestmark = [
-    pytest.mark.security,
-    pytest.mark.docker,
-    pytest.mark.slow,
-    pytest.mark.timeout(900),
-]
+pytestmark = SUITE_MARKS
 
 TIMEOUT = 1.5
 

@@ -13,14 +13,9 @@ import json
 import pytest
 
 from tests.e2e.sites import PROJECT
-from tests.security.support import CONTROLS, OTHER_PROJECT, OTHER_SECRET, Parties
+from tests.security.support import CONTROLS, OTHER_PROJECT, OTHER_SECRET, SUITE_MARKS, Parties
 
-pytestmark = [
-    pytest.mark.security,
-    pytest.mark.docker,
-    pytest.mark.slow,
-    pytest.mark.timeout(900),
-]
+pytestmark = SUITE_MARKS
 
 PLANT = r"""
 import json, os

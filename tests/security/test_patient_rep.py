@@ -16,6 +16,7 @@ import pytest
 from tests.e2e.sites import PROJECT
 from tests.security.support import (
     REVIEW,
+    SUITE_MARKS,
     SUMMARIES,
     Attempt,
     Parties,
@@ -24,12 +25,7 @@ from tests.security.support import (
 )
 from tre.publish.build import current_build
 
-pytestmark = [
-    pytest.mark.security,
-    pytest.mark.docker,
-    pytest.mark.slow,
-    pytest.mark.timeout(900),
-]
+pytestmark = SUITE_MARKS
 
 PUBLISHED = "grade,patients\nPUBLISHEDROW,28\nIII,71\n"
 UNRELEASED = "grade,patients\nUNRELEASEDROW,33\nIII,40\n"

@@ -14,14 +14,9 @@ import docker
 import pytest
 
 from tests.e2e.sites import PROJECT
-from tests.security.support import PROBE_PRELUDE, Parties
+from tests.security.support import PROBE_PRELUDE, SUITE_MARKS, Parties
 
-pytestmark = [
-    pytest.mark.security,
-    pytest.mark.docker,
-    pytest.mark.slow,
-    pytest.mark.timeout(900),
-]
+pytestmark = SUITE_MARKS
 
 PROBE = (
     PROBE_PRELUDE

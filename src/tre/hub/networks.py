@@ -43,21 +43,26 @@ class ProjectNetworkError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class ProjectNetwork:
-    """A project's internal network as the Docker engine reports it."""
+class HostLeg:
+    """A Linux bridge where workspaces meet the host (its name matches the firewall's `tre+`)."""
 
-    project_id: str
-    name: str
-    id: str
     bridge: str
-    """The Linux bridge interface on the host (matches the firewall's `tre+`)."""
     subnet: ipaddress.IPv4Network
     gateway: ipaddress.IPv4Address
     """The host's address on the bridge: the only address workspaces may reach."""
 
     def hub_url(self, port: int, scheme: str = "http") -> str:
-        """The URL at which containers on this network reach a hub-side port."""
+        """The URL at which containers on this bridge reach a hub-side port."""
         return f"{scheme}://{self.gateway}:{port}"
+
+
+@dataclass(frozen=True)
+class ProjectNetwork(HostLeg):
+    """A project's internal network as the Docker engine reports it."""
+
+    project_id: str
+    name: str
+    id: str
 
 
 def check_project_id(project_id: str) -> None:

@@ -120,33 +120,6 @@ RESOURCES_DIR = "/resources"
 """Where a project's read-only resources (`tre resources add`) appear in its workspaces."""
 
 
-def record_spawn_event(
-    settings: Settings,
-    kind: EventKind,
-    *,
-    actor: str,
-    server: str,
-    project: str | None,
-    permit: str | None,
-    detail: dict[str, Any],
-) -> None:
-    """Append a spawner's event to the audit log (every backend's spawner calls this)."""
-    detail.pop("server", None)  # a field of its own now
-    if project is not None and not can_name_chain(project):
-        # A refused spawn may name any project: keep what was asked, in the site chain.
-        detail["requested_project"], project = project, None
-    open_store(settings).append(
-        AuditEvent(
-            kind=kind,
-            actor=actor,
-            project=project,
-            permit=permit,
-            server=server or None,
-            detail=detail,
-        )
-    )
-
-
 class Refusal(web.HTTPError):
     """A 403 whose message JupyterHub shows on its pages (as `jupyterhub_message`)."""
 
@@ -184,14 +157,20 @@ class SiteSpawner(HasTraits):
     def _audit(
         self, kind: EventKind, project: str | None, permit: str | None, **detail: Any
     ) -> None:
-        record_spawn_event(
-            self.tre_settings,
-            kind,
-            actor=self.user.name,
-            server=self.name,
-            project=project,
-            permit=permit,
-            detail=detail,
+        """Append this spawner's event to the audit log."""
+        detail.pop("server", None)  # a field of its own now
+        if project is not None and not can_name_chain(project):
+            # A refused spawn may name any project: keep what was asked, in the site chain.
+            detail["requested_project"], project = project, None
+        open_store(self.tre_settings).append(
+            AuditEvent(
+                kind=kind,
+                actor=self.user.name,
+                project=project,
+                permit=permit,
+                server=self.name or None,
+                detail=detail,
+            )
         )
 
 
@@ -262,8 +241,9 @@ class ProjectSpawner(SiteSpawner, DockerSpawner):  # type: ignore[misc]
         check_plan_datasets(plan, settings.hub_dir, self.log)
         return plan
 
-    def check_firewall(self) -> None:
-        """Refuse (`SpawnRefused`) unless the host firewall confines the workspace bridges."""
+    def isolate(self, plan: SpawnPlan) -> WorkspaceNetwork:
+        """The project's network (`workspace_network`), with the host firewall verified;
+        refuses (`SpawnRefused`) when either is not in place (fail closed)."""
         try:
             check_rules(firewall_rules(self.tre_settings))
         except FirewallError as exc:
@@ -271,17 +251,17 @@ class ProjectSpawner(SiteSpawner, DockerSpawner):  # type: ignore[misc]
             raise SpawnRefused(
                 "the workspace network is not protected right now; the administrator has been told"
             ) from exc
-
-    def isolate(self, plan: SpawnPlan) -> WorkspaceNetwork:
-        """The project's internal network, with the host firewall verified (fail closed)."""
-        self.check_firewall()
         try:
-            return ensure_project_network(docker.from_env(), plan.project)
+            return self.workspace_network(docker.from_env(), plan.project)
         except (ProjectNetworkError, docker.errors.DockerException) as exc:
             self.log.error("refusing spawn: project network for %s: %s", plan.project, exc)
             raise SpawnRefused(
                 "the project network is not available; the administrator has been told"
             ) from exc
+
+    def workspace_network(self, client: docker.DockerClient, project: str) -> WorkspaceNetwork:
+        """The project's internal bridge network, created if need be."""
+        return ensure_project_network(client, project)
 
     def apply(self, plan: SpawnPlan, network: WorkspaceNetwork) -> None:
         """Configure this spawner's container from the plan, replacing what config set."""

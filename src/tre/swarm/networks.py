@@ -26,6 +26,7 @@ import docker.errors
 from tre.hub.networks import (
     BRIDGE_NAME_OPTION,
     PROJECT_LABEL,
+    HostLeg,
     ProjectNetworkError,
     check_project_id,
     create_or_check,
@@ -63,17 +64,10 @@ class OverlayNetwork:
 
 
 @dataclass(frozen=True)
-class GatewayBridge:
+class GatewayBridge(HostLeg):
     """The node's `docker_gwbridge`: where a task's host-facing leg sits."""
 
     id: str
-    bridge: str
-    subnet: ipaddress.IPv4Network
-    gateway: ipaddress.IPv4Address
-    """The host's address on the bridge: the only address workspaces may reach."""
-
-    def hub_url(self, port: int, scheme: str = "http") -> str:
-        return f"{scheme}://{self.gateway}:{port}"
 
 
 @dataclass(frozen=True)

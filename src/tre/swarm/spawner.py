@@ -17,8 +17,7 @@ import docker.errors
 from docker.types import Mount
 from dockerspawner import SwarmSpawner
 
-from tre.hub.networks import ProjectNetworkError
-from tre.hub.plan import SpawnPlan, SpawnRefused
+from tre.hub.plan import SpawnPlan
 from tre.hub.spawner import ProjectSpawner, WorkspaceNetwork, workspace_labels
 
 from . import service
@@ -30,17 +29,9 @@ class ProjectSwarmSpawner(ProjectSpawner, SwarmSpawner):  # type: ignore[misc]
 
     _networks: SwarmNetworks | None = None
 
-    def isolate(self, plan: SpawnPlan) -> WorkspaceNetwork:
-        """The project's overlay and the node's gateway bridge, with the host firewall
-        verified (fail closed)."""
-        self.check_firewall()
-        try:
-            return swarm_networks(docker.from_env(), plan.project)
-        except (ProjectNetworkError, docker.errors.DockerException) as exc:
-            self.log.error("refusing spawn: swarm networks for %s: %s", plan.project, exc)
-            raise SpawnRefused(
-                "the project network is not available; the administrator has been told"
-            ) from exc
+    def workspace_network(self, client: docker.DockerClient, project: str) -> WorkspaceNetwork:
+        """The project's overlay and the node's gateway bridge (`SwarmError` if not so)."""
+        return swarm_networks(client, project)
 
     def apply(self, plan: SpawnPlan, network: WorkspaceNetwork) -> None:
         """Configure this spawner's service from the plan, replacing what config set."""
